@@ -1,0 +1,1 @@
+"""HTTP layer: schemas, routes, errors, and the middleware around them."""

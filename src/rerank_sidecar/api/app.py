@@ -1,0 +1,66 @@
+"""The FastAPI application: settings, engine, request log and routes wired together."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.routing import BaseRoute
+
+from .. import __version__
+from ..config import Settings
+from ..engine.engine import Engine
+from ..metrics import Metrics
+from ..requestlog import RequestLog
+from .errors import install_error_handlers
+from .middleware import BodyLimitMiddleware, RequestContextMiddleware
+from .routes import router
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Builds the app; the model loads later, on the first /warmup or /rerank."""
+    settings = settings or Settings()
+    metrics = Metrics()
+    request_log = RequestLog(settings.log_path, settings.log_max_bytes, settings.log_backups)
+    engine = Engine(settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.stop()
+        request_log.close()
+
+    app = FastAPI(
+        title="rerank-sidecar",
+        version=__version__,
+        description="One local reranker shared by every process on the machine. Scores are in [0, 1].",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.metrics = metrics
+    app.state.request_log = request_log
+    app.state.started_at = time.monotonic()
+    app.include_router(router)
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        request_log=request_log,
+        metrics=metrics,
+        routes=_route_paths(app.routes),
+    )
+    return app
+
+
+def _route_paths(routes: Iterable[BaseRoute]) -> list[str]:
+    """Every served path, including those of included routers (used to bound metric labels)."""
+    paths: list[str] = []
+    for route in routes:
+        if isinstance(path := getattr(route, "path", None), str):
+            paths.append(path)
+        if (included := getattr(route, "original_router", None)) is not None:
+            paths.extend(_route_paths(included.routes))
+    return paths

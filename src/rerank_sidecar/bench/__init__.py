@@ -1,0 +1,1 @@
+"""Benchmarks: ranking quality, load, backends and memory."""

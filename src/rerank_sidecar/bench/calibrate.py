@@ -1,0 +1,42 @@
+"""Fits the embedded bi-encoder's cosine -> P(relevant) logistic map on TREC DL judgements."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from ..config import Settings
+from ..engine.scheduler import BatchBudget
+from ..models.registry import load_scorer
+from ..models.resolve import force_offline
+from .inprocess import score_benchmark
+from .trec import RELEVANT_GRADE, load_benchmark
+
+
+def fit_calibration(cosines: np.ndarray, relevant: np.ndarray) -> tuple[float, float]:
+    """(scale, bias) of sigmoid(scale * cosine + bias) fitted by unregularized logistic regression."""
+    model = LogisticRegression(C=np.inf, solver="lbfgs", max_iter=1000)
+    model.fit(cosines.reshape(-1, 1), relevant.astype(int))
+    return float(model.coef_[0, 0]), float(model.intercept_[0])
+
+
+def main(args: argparse.Namespace) -> int:
+    force_offline()
+    settings = Settings(model_name="", model_family="auto", backend="torch")
+    benchmark = load_benchmark(Path(args.data))
+    scorer = load_scorer(settings)
+    raw = score_benchmark(scorer, benchmark, BatchBudget(settings.max_batch_tokens, settings.max_batch_pairs))
+    cosines, labels = [], []
+    for topic in benchmark.topics:
+        grades = benchmark.qrels[topic.qid]
+        for candidate, cosine in zip(topic.candidates, raw[topic.qid], strict=True):
+            if candidate.docid in grades:  # unjudged passages carry no label
+                cosines.append(cosine)
+                labels.append(grades[candidate.docid] >= RELEVANT_GRADE)
+    scale, bias = fit_calibration(np.array(cosines), np.array(labels))
+    print(f"fitted on {len(labels)} judged pairs ({int(np.sum(labels))} relevant)")
+    print(f"BUILTIN_CALIBRATION = Calibration(scale={scale:.4f}, bias={bias:.4f})")
+    return 0

@@ -1,0 +1,93 @@
+"""All settings in one class, read from the environment, then `.env`, then `.env.local`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from platformdirs import user_cache_dir, user_state_dir
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BUILTIN_MODEL_ID = "builtin:all-MiniLM-L6-v2"
+DEFAULT_QWEN3_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+
+
+class Settings(BaseSettings):
+    """Every `RERANK_*` variable; `.env.example` documents each one."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RERANK_",
+        # Later files win: .env.local overrides .env; real environment variables override both.
+        env_file=(".env", ".env.local"),
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    # --- server ---
+    sidecar_host: str = Field("127.0.0.1", description="Address to bind; loopback by default.")
+    sidecar_port: int = Field(8765, ge=0, le=65535, description="TCP port to bind.")
+
+    # --- model ---
+    model_name: str = Field("", description="Hub id (local cache only) or local directory; empty = embedded default.")
+    model_revision: str = Field("main", description="Commit sha or ref the hub id is pinned to.")
+    model_family: Literal["auto", "cross-encoder", "qwen3", "bi-encoder"] = Field(
+        "auto", description="Scorer family; auto detects it from the model config."
+    )
+    model_aliases: str = Field("", description="Comma-separated extra names the Cohere/Jina routes accept.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto: cuda, then mps, then cpu.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="auto: float16 on GPU, float32 on CPU."
+    )
+    backend: Literal["auto", "torch", "onnx"] = Field("auto", description="Inference runtime for the model.")
+    quantize: Literal["none", "int8"] = Field("none", description="Dynamic int8 quantization (onnx backend).")
+    max_length: int = Field(512, ge=16, description="Longest tokenized pair the model sees.")
+    instruction: str = Field(DEFAULT_QWEN3_INSTRUCTION, description="Default Qwen3-Reranker instruction.")
+    long_docs: Literal["truncate", "chunk"] = Field("truncate", description="What to do with over-long documents.")
+    max_chunks_per_doc: int = Field(8, ge=1, description="Cap on windows per document in chunk mode.")
+    threads: int = Field(0, ge=0, description="Intra-op threads for inference; 0 = the cores available.")
+
+    # --- engine ---
+    scheduler: Literal["batched", "serial"] = Field("batched", description="batched = micro-batching; serial = one lock.")
+    max_batch_tokens: int = Field(16384, ge=1, description="Token budget of one forward pass (padded length x pairs).")
+    max_batch_pairs: int = Field(64, ge=1, description="Most pairs in one forward pass.")
+    max_queued_pairs: int = Field(20000, ge=1, description="Queue bound; past it requests get 503 + Retry-After.")
+    request_timeout_s: float = Field(120.0, gt=0, description="Deadline after which a request's pending pairs are dropped.")
+    cache_size: int = Field(0, ge=0, description="LRU score cache entries; 0 disables it.")
+
+    # --- limits ---
+    max_documents: int = Field(1000, ge=1, description="Most documents in one request.")
+    max_document_chars: int = Field(100_000, ge=1, description="Longest document, in characters.")
+    max_query_chars: int = Field(10_000, ge=1, description="Longest query or instruction, in characters.")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1, description="Largest request body, in bytes.")
+
+    # --- security ---
+    api_key: str = Field("", description="When set, every route but /health needs 'Authorization: Bearer <key>'.")
+    allow_unauthenticated: bool = Field(False, description="Allow a non-loopback bind without an API key.")
+
+    # --- request log ---
+    log_path: Path = Field(
+        default_factory=lambda: Path(user_state_dir("rerank-sidecar")) / "requests.jsonl",
+        description="JSONL request log.",
+    )
+    log_text: bool = Field(False, description="Also log query and document text (off: privacy).")
+    log_max_bytes: int = Field(50 * 1024 * 1024, ge=0, description="Rotate the log past this size; 0 = never.")
+    log_backups: int = Field(3, ge=0, description="Rotated log files kept.")
+
+    # --- files ---
+    cache_dir: Path = Field(
+        default_factory=lambda: Path(user_cache_dir("rerank-sidecar")),
+        description="Where exported ONNX models and other derived files are cached.",
+    )
+
+    @property
+    def aliases(self) -> list[str]:
+        return [alias.strip() for alias in self.model_aliases.split(",") if alias.strip()]
+
+    @property
+    def uses_builtin_model(self) -> bool:
+        return not self.model_name or self.model_name == BUILTIN_MODEL_ID
+
+    @property
+    def served_model_id(self) -> str:
+        return BUILTIN_MODEL_ID if self.uses_builtin_model else self.model_name

@@ -1,0 +1,77 @@
+"""The one-lock scheduler kept for A/B comparison: each request is scored whole, one after another."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ..metrics import Metrics
+from ..models.base import EncodedPair, Scorer
+from .scheduler import BatchBudget, QueueFull, RequestTooLarge, SchedulerStopped, retry_after_seconds
+
+
+class SerialScheduler:
+    """One asyncio.Lock around the model: a request waits for every request before it to finish."""
+
+    def __init__(self, scorer: Scorer, budget: BatchBudget, max_queued_pairs: int, metrics: Metrics) -> None:
+        self._scorer = scorer
+        self._budget = budget
+        self._max_queued = max_queued_pairs
+        self._metrics = metrics
+        self._lock = asyncio.Lock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rerank-model-worker")
+        self._queued = 0
+        self._stopping = False
+
+    @property
+    def queued_pairs(self) -> int:
+        return self._queued
+
+    async def score(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
+        n = len(pairs)
+        if self._stopping:
+            raise SchedulerStopped("the sidecar is shutting down")
+        if n > self._max_queued:
+            raise RequestTooLarge(n, self._max_queued)
+        if self._queued + n > self._max_queued:
+            raise QueueFull(self._queued, self._max_queued, retry_after_seconds(self._queued, 0))
+        self._queued += n
+        self._metrics.queue_depth.set(self._queued)
+        handed_over = False
+        try:
+            async with self._lock:
+                self._queued -= n
+                handed_over = True
+                self._metrics.queue_depth.set(self._queued)
+                return await asyncio.get_running_loop().run_in_executor(self._worker, self._score_whole, pairs)
+        finally:
+            if not handed_over:  # cancelled while waiting for the lock: nothing was scored
+                self._queued -= n
+                self._metrics.queue_depth.set(self._queued)
+                self._metrics.pairs_dropped.inc(n)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._worker.shutdown(wait=True)
+
+    def _score_whole(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
+        """Scores one request in length-sorted batches within the budget."""
+        scores = np.zeros(len(pairs), dtype=np.float64)
+        order = sorted(range(len(pairs)), key=lambda i: -pairs[i].cost)
+        start = 0
+        while start < len(order):
+            end, longest = start, 0
+            while end < len(order) and self._budget.admits(end - start, longest, pairs[order[end]].cost):
+                longest = max(longest, pairs[order[end]].cost)
+                end += 1
+            chunk = order[start:end]
+            scores[chunk] = self._scorer.score_batch([pairs[i] for i in chunk])
+            self._metrics.batch_pairs.observe(len(chunk))
+            self._metrics.batch_requests.observe(1)
+            self._metrics.batch_tokens.observe(longest * len(chunk))
+            self._metrics.pairs_scored.inc(len(chunk))
+            start = end
+        return scores

@@ -1,0 +1,117 @@
+"""The one small interface every model family implements, and the types that cross it."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+LongDocs = Literal["truncate", "chunk"]
+Family = Literal["cross-encoder", "qwen3", "bi-encoder"]
+
+# Overlap between consecutive windows in chunk mode, as a fraction of the window.
+CHUNK_OVERLAP = 0.125
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedPair:
+    """One unit of model work: a (query, document window) pair, tokenized once."""
+
+    input_ids: tuple[int, ...]
+    """Tokens that fill the batch: the joined pair, the Qwen3 prompt, or (bi-encoder) the document."""
+    token_type_ids: tuple[int, ...] | None = None
+    """Segment ids where the model uses them (BERT-style cross-encoders)."""
+    query_ids: tuple[int, ...] | None = None
+    """Bi-encoder only: the query's tokens, embedded once per batch for all pairs that share it."""
+
+    @property
+    def cost(self) -> int:
+        """Tokens this pair adds to a batch before padding."""
+        return len(self.input_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedDocument:
+    """A document's windows: one in truncate mode, up to `max_chunks_per_doc` in chunk mode."""
+
+    windows: tuple[EncodedPair, ...]
+    """The pairs to score; the document's raw score is the best window's."""
+    truncated: bool
+    """True when some of the document's text was not scored (cut, or beyond the chunk cap)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """Maps a raw score to [0, 1] as sigmoid(scale * raw + bias)."""
+
+    scale: float = 1.0
+    """Multiplier on the raw score (1 for logit-producing rerankers)."""
+    bias: float = 0.0
+    """Offset added before the sigmoid (0 for logit-producing rerankers)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScorerInfo:
+    """What a loaded scorer is; reported by /health and in every response."""
+
+    model: str
+    """The served model id (hub id, directory, or the builtin id)."""
+    revision: str
+    """The resolved commit sha, or a content tag for models without one."""
+    family: Family
+    """Which backend file scores it."""
+    backend: str
+    """Inference runtime, e.g. torch or onnx."""
+    device: str
+    """Where the forward pass runs (cpu, cuda, mps)."""
+    dtype: str
+    """Weights' precision."""
+    max_length: int
+    """Longest tokenized pair the model sees."""
+    details: dict[str, str] = field(default_factory=dict)
+    """Backend-specific facts worth showing in /health (e.g. quantization, ONNX file)."""
+
+
+class Scorer(ABC):
+    """Tokenizes (query, document) pairs once and scores batches of them to raw values."""
+
+    info: ScorerInfo
+    calibration: Calibration = Calibration()
+
+    @abstractmethod
+    def encode(
+        self, query: str, documents: Sequence[str], instruction: str | None, long_docs: LongDocs, max_chunks: int
+    ) -> list[EncodedDocument]:
+        """Tokenize every document against the query; one `EncodedDocument` per input document."""
+
+    @abstractmethod
+    def score_batch(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
+        """Raw scores (float64), one per pair, in the order given. Runs on the engine's worker thread."""
+
+    def relevance(self, raw: np.ndarray) -> np.ndarray:
+        """The one place raw scores become [0, 1] relevance: sigmoid(scale * raw + bias)."""
+        z = self.calibration.scale * np.asarray(raw, dtype=np.float64) + self.calibration.bias
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def close(self) -> None:
+        """Release what the scorer holds; the default has nothing to release."""
+
+
+def chunk_stride(window_tokens: int) -> int:
+    """Tokens shared by consecutive windows in chunk mode."""
+    return max(1, math.floor(window_tokens * CHUNK_OVERLAP))
+
+
+def group_windows(
+    windows: Sequence[EncodedPair], owners: Sequence[int], n_documents: int, long_docs: LongDocs, max_chunks: int
+) -> list[EncodedDocument]:
+    """Groups tokenizer overflow windows by document; truncate keeps the first, chunk up to `max_chunks`."""
+    per_doc: list[list[EncodedPair]] = [[] for _ in range(n_documents)]
+    for window, owner in zip(windows, owners, strict=True):
+        per_doc[owner].append(window)
+    keep = 1 if long_docs == "truncate" else max_chunks
+    return [EncodedDocument(windows=tuple(ws[:keep]), truncated=len(ws) > keep) for ws in per_doc]

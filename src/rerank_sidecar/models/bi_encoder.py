@@ -1,0 +1,87 @@
+"""Bi-encoder family (the embedded all-MiniLM-L6-v2): cosine of mean-pooled embeddings."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from ..config import Settings
+from .base import Calibration, EncodedDocument, EncodedPair, LongDocs, Scorer, ScorerInfo, chunk_stride, group_windows
+from .device import configure_torch_threads, pick_device, pick_dtype
+from .resolve import ResolvedModel
+
+# Logistic map from cosine to P(relevant), fitted on TREC DL 2020 judgements (grade >= 2 relevant)
+# by `rerank-sidecar calibrate`; rerun it to reproduce or refit these two numbers.
+BUILTIN_CALIBRATION = Calibration(scale=7.2114, bias=-5.5667)
+
+
+def sentence_max_length(model_dir: Path, fallback: int) -> int:
+    """The sentence-transformers max_seq_length of a model directory, when it declares one."""
+    config = model_dir / "sentence_bert_config.json"
+    if config.is_file():
+        return int(json.loads(config.read_text()).get("max_seq_length", fallback))
+    return fallback
+
+
+class BiEncoderScorer(Scorer):
+    """Embeds query and documents separately; raw score = cosine similarity."""
+
+    def __init__(self, resolved: ResolvedModel, settings: Settings, calibration: Calibration) -> None:
+        self.device = pick_device(settings.device)
+        dtype = pick_dtype(settings.dtype, self.device)
+        configure_torch_threads(settings.threads)
+        self.tokenizer = AutoTokenizer.from_pretrained(resolved.path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(resolved.path, local_files_only=True, dtype=dtype)
+        self.model.to(self.device).eval()
+        self.max_length = min(settings.max_length, sentence_max_length(resolved.path, settings.max_length))
+        self.calibration = calibration
+        self.info = ScorerInfo(
+            model=resolved.model_id,
+            revision=resolved.revision,
+            family="bi-encoder",
+            backend="torch",
+            device=str(self.device),
+            dtype=str(dtype).removeprefix("torch."),
+            max_length=self.max_length,
+        )
+
+    def encode(
+        self, query: str, documents: Sequence[str], instruction: str | None, long_docs: LongDocs, max_chunks: int
+    ) -> list[EncodedDocument]:
+        query_ids = tuple(self.tokenizer(query, truncation=True, max_length=self.max_length)["input_ids"])
+        if not documents:
+            return []
+        encoded = self.tokenizer(
+            list(documents),
+            truncation=True,
+            max_length=self.max_length,
+            return_overflowing_tokens=True,
+            stride=chunk_stride(self.max_length),
+        )
+        windows = [EncodedPair(input_ids=tuple(ids), query_ids=query_ids) for ids in encoded["input_ids"]]
+        return group_windows(windows, encoded["overflow_to_sample_mapping"], len(documents), long_docs, max_chunks)
+
+    @torch.inference_mode()
+    def embed(self, token_lists: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Mean-pooled, L2-normalized embeddings, as sentence-transformers computes them for this model."""
+        batch = self.tokenizer.pad({"input_ids": [list(ids) for ids in token_lists]}, return_tensors="pt")
+        batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
+        hidden = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled.float(), dim=-1)
+
+    def score_batch(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
+        queries = list(dict.fromkeys(pair.query_ids for pair in pairs))
+        query_row = {ids: row for row, ids in enumerate(queries)}
+        # Queries and documents go through one forward pass; queries are few and short.
+        embeddings = self.embed(queries + [pair.input_ids for pair in pairs])
+        query_emb, doc_emb = embeddings[: len(queries)], embeddings[len(queries) :]
+        rows = torch.tensor([query_row[pair.query_ids] for pair in pairs], device=doc_emb.device)
+        cosine = (query_emb[rows] * doc_emb).sum(dim=-1)
+        return cosine.double().cpu().numpy()

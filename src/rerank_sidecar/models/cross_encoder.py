@@ -1,0 +1,75 @@
+"""Sequence-classification cross-encoders (ms-marco-MiniLM, bge-reranker): raw = the one logit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from ..config import Settings
+from .base import EncodedDocument, EncodedPair, LongDocs, Scorer, ScorerInfo, chunk_stride, group_windows
+from .device import configure_torch_threads, pick_device, pick_dtype
+from .resolve import ResolvedModel
+
+
+class CrossEncoderScorer(Scorer):
+    """Scores the joined pair `[CLS] query [SEP] document [SEP]`; relevance = sigmoid(logit)."""
+
+    def __init__(self, resolved: ResolvedModel, settings: Settings) -> None:
+        self.device = pick_device(settings.device)
+        dtype = pick_dtype(settings.dtype, self.device)
+        configure_torch_threads(settings.threads)
+        self.tokenizer = AutoTokenizer.from_pretrained(resolved.path, local_files_only=True)
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            resolved.path, local_files_only=True, dtype=dtype
+        )
+        if self.model.config.num_labels != 1:
+            raise ValueError(
+                f"{resolved.model_id} has {self.model.config.num_labels} labels; a reranker cross-encoder has one"
+            )
+        self.model.to(self.device).eval()
+        self.max_length = min(settings.max_length, self.tokenizer.model_max_length)
+        self.info = ScorerInfo(
+            model=resolved.model_id,
+            revision=resolved.revision,
+            family="cross-encoder",
+            backend="torch",
+            device=str(self.device),
+            dtype=str(dtype).removeprefix("torch."),
+            max_length=self.max_length,
+        )
+
+    def encode(
+        self, query: str, documents: Sequence[str], instruction: str | None, long_docs: LongDocs, max_chunks: int
+    ) -> list[EncodedDocument]:
+        if not documents:
+            return []
+        encoded = self.tokenizer(
+            [query] * len(documents),
+            list(documents),
+            truncation="only_second",
+            max_length=self.max_length,
+            return_overflowing_tokens=True,
+            stride=chunk_stride(self.max_length // 2),
+        )
+        type_ids = encoded.get("token_type_ids") or [None] * len(encoded["input_ids"])
+        windows = [
+            EncodedPair(input_ids=tuple(ids), token_type_ids=tuple(types) if types is not None else None)
+            for ids, types in zip(encoded["input_ids"], type_ids, strict=True)
+        ]
+        return group_windows(windows, encoded["overflow_to_sample_mapping"], len(documents), long_docs, max_chunks)
+
+    def pad(self, pairs: Sequence[EncodedPair]) -> dict[str, torch.Tensor]:
+        """One padded batch of tensors on the model's device."""
+        features: dict[str, list[list[int]]] = {"input_ids": [list(pair.input_ids) for pair in pairs]}
+        if pairs[0].token_type_ids is not None:
+            features["token_type_ids"] = [list(pair.token_type_ids or ()) for pair in pairs]
+        batch = self.tokenizer.pad(features, return_tensors="pt")
+        return {name: tensor.to(self.device) for name, tensor in batch.items()}
+
+    @torch.inference_mode()
+    def score_batch(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
+        logits = self.model(**self.pad(pairs)).logits
+        return logits[:, 0].double().cpu().numpy()

@@ -1,0 +1,124 @@
+"""Shared fixtures: live sidecar processes on free loopback ports, and the TREC DL 2020 data."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TREC_DIR = Path(os.environ.get("RERANK_TREC_DIR", REPO.parent / "shared" / "data" / "trec-dl-2020"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    """A sidecar subprocess serving on 127.0.0.1."""
+
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+    output_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def client(self, timeout: float = 120.0) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+    def log_lines(self) -> list[str]:
+        return self.log_path.read_text().splitlines() if self.log_path.exists() else []
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode
+
+
+def sidecar_env(tmp_path: Path, **settings: str) -> dict[str, str]:
+    """A clean environment for a sidecar: no stray RERANK_* from the caller, logs under tmp_path."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RERANK_")}
+    env.update(
+        RERANK_LOG_PATH=str(tmp_path / "requests.jsonl"),
+        RERANK_CACHE_DIR=str(tmp_path / "cache"),
+        RERANK_THREADS=env.get("RERANK_TEST_THREADS", "2"),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update({f"RERANK_{key.upper()}": value for key, value in settings.items()})
+    return env
+
+
+def start_server(tmp_path: Path, env: dict[str, str] | None = None, ready_timeout: float = 60.0) -> LiveServer:
+    env = env or sidecar_env(tmp_path)
+    port = free_port()
+    output = tmp_path / f"server-{port}.out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rerank_sidecar.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning"],
+        env=env,
+        cwd=tmp_path,
+        stdout=output.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    server = LiveServer(f"http://127.0.0.1:{port}", process, Path(env["RERANK_LOG_PATH"]), output, env)
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"sidecar exited with {process.returncode}:\n{output.read_text()}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=1.0).status_code == 200:
+                return server
+        except httpx.TransportError:
+            time.sleep(0.1)
+    server.stop(signal.SIGKILL)
+    raise RuntimeError(f"sidecar did not answer /health within {ready_timeout} s:\n{output.read_text()}")
+
+
+@pytest.fixture
+def sidecar_factory(tmp_path: Path) -> Iterator:
+    """Starts sidecars with `factory(**settings)`; every one is stopped when the test ends."""
+    started: list[LiveServer] = []
+
+    def factory(workdir: Path | None = None, **settings: str) -> LiveServer:
+        workdir = workdir or tmp_path / f"sidecar{len(started)}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        server = start_server(workdir, sidecar_env(workdir, **settings))
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def builtin_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One sidecar on the embedded default model, shared by a test module."""
+    workdir = tmp_path_factory.mktemp("builtin")
+    server = start_server(workdir, sidecar_env(workdir))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def trec_dir() -> Path:
+    if not (TREC_DIR / "bm25-top100.json").is_file():
+        pytest.fail(f"TREC DL 2020 data not found at {TREC_DIR} (set RERANK_TREC_DIR)")
+    return TREC_DIR
