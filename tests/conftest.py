@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,6 +20,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TREC_DIR = Path(os.environ.get("RERANK_TREC_DIR", REPO.parent / "shared" / "data" / "trec-dl-2020"))
+# One derived-file cache (ONNX exports) for the whole session, in-process and in every test server:
+# each export is made once, and nothing is written to the user's own cache.
+os.environ["RERANK_CACHE_DIR"] = tempfile.mkdtemp(prefix="rerank-test-cache-")
+atexit.register(shutil.rmtree, os.environ["RERANK_CACHE_DIR"], True)
 
 
 def free_port() -> int:
@@ -57,7 +64,7 @@ def sidecar_env(tmp_path: Path, **settings: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("RERANK_")}
     env.update(
         RERANK_LOG_PATH=str(tmp_path / "requests.jsonl"),
-        RERANK_CACHE_DIR=str(tmp_path / "cache"),
+        RERANK_CACHE_DIR=os.environ["RERANK_CACHE_DIR"],
         RERANK_THREADS=env.get("RERANK_TEST_THREADS", "2"),
         PYTHONUNBUFFERED="1",
     )
@@ -93,13 +100,17 @@ def start_server(tmp_path: Path, env: dict[str, str] | None = None, ready_timeou
 
 @pytest.fixture
 def sidecar_factory(tmp_path: Path) -> Iterator:
-    """Starts sidecars with `factory(**settings)`; every one is stopped when the test ends."""
+    """Starts sidecars with `factory(**settings, extra_env={...})`; every one is stopped when the test ends.
+
+    Settings become RERANK_* variables; `extra_env` sets others (e.g. HF_HOME) as given.
+    """
     started: list[LiveServer] = []
 
-    def factory(workdir: Path | None = None, **settings: str) -> LiveServer:
+    def factory(workdir: Path | None = None, extra_env: dict[str, str] | None = None, **settings: str) -> LiveServer:
         workdir = workdir or tmp_path / f"sidecar{len(started)}"
         workdir.mkdir(parents=True, exist_ok=True)
-        server = start_server(workdir, sidecar_env(workdir, **settings))
+        env = sidecar_env(workdir, **settings) | (extra_env or {})
+        server = start_server(workdir, env)
         started.append(server)
         return server
 
@@ -122,3 +133,21 @@ def trec_dir() -> Path:
     if not (TREC_DIR / "bm25-top100.json").is_file():
         pytest.fail(f"TREC DL 2020 data not found at {TREC_DIR} (set RERANK_TREC_DIR)")
     return TREC_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT cross-encoder directory, built once per session."""
+    from model_factory import build_tiny_cross_encoder
+
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_cache(tmp_path_factory: pytest.TempPathFactory):  # -> model_factory.TinyQwen3Cache
+    """A tiny random Qwen3-Reranker-0.6B (real tokenizer and vocabulary) in a HuggingFace cache, built once."""
+    from model_factory import TinyQwen3Cache, build_tiny_qwen3_cache
+
+    hf_home = tmp_path_factory.mktemp("hf-home")
+    repo_id, sha = build_tiny_qwen3_cache(hf_home)
+    return TinyQwen3Cache(hf_home, repo_id, sha)

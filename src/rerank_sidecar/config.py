@@ -39,8 +39,12 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="auto: float16 on GPU, float32 on CPU."
     )
-    backend: Literal["auto", "torch", "onnx"] = Field("auto", description="Inference runtime for the model.")
-    quantize: Literal["none", "int8"] = Field("none", description="Dynamic int8 quantization (onnx backend).")
+    backend: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="Inference runtime; auto: onnx on the CPU where the family has it, torch otherwise."
+    )
+    quantize: Literal["none", "int8"] = Field(
+        "none", description="int8: dynamic int8 quantization (onnx backend); faster, scores shift with batching."
+    )
     max_length: int = Field(512, ge=16, description="Longest tokenized pair the model sees.")
     instruction: str = Field(DEFAULT_QWEN3_INSTRUCTION, description="Default Qwen3-Reranker instruction.")
     long_docs: Literal["truncate", "chunk"] = Field("truncate", description="What to do with over-long documents.")
@@ -65,6 +69,18 @@ class Settings(BaseSettings):
     api_key: str = Field("", description="When set, every route but /health needs 'Authorization: Bearer <key>'.")
     allow_unauthenticated: bool = Field(False, description="Allow a non-loopback bind without an API key.")
 
+    # --- Ray Serve (`serve --ray`, extra rerank-sidecar[ray]) ---
+    ray_min_replicas: int = Field(1, ge=1, description="Fewest replicas (each one model and one engine).")
+    ray_max_replicas: int = Field(1, ge=1, description="Most replicas; above ray_min_replicas, Ray autoscales between them.")
+    ray_target_ongoing_requests: float = Field(
+        8.0, gt=0, description="Autoscaling target: requests in flight per replica (batching wants several)."
+    )
+    ray_max_ongoing_requests: int = Field(
+        64, ge=1, description="Requests one replica takes at once; more wait in Ray's router."
+    )
+    ray_replica_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves per replica; also its threads when RERANK_THREADS=0.")
+    ray_replica_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves per replica (fractions share one GPU).")
+
     # --- request log ---
     log_path: Path = Field(
         default_factory=lambda: Path(user_state_dir("rerank-sidecar")) / "requests.jsonl",
@@ -78,6 +94,10 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(
         default_factory=lambda: Path(user_cache_dir("rerank-sidecar")),
         description="Where exported ONNX models and other derived files are cached.",
+    )
+    state_dir: Path = Field(
+        default_factory=lambda: Path(user_state_dir("rerank-sidecar")),
+        description="Where `ensure` keeps its pid file, start lock and the started server's output log.",
     )
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 from logging.handlers import RotatingFileHandler
@@ -48,12 +49,19 @@ class RequestLog:
         # A private logger, not propagated, so request lines never mix with diagnostic logging.
         self._logger = logging.Logger(f"rerank_sidecar.requests.{id(self)}", level=logging.INFO)
         self._logger.propagate = False
-        self._handler = RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        # backslashreplace writes a lone surrogate in logged text as its JSON escape (\udxxx), so the
+        # line stays whole and valid instead of failing to encode.
+        self._handler = RotatingFileHandler(
+            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", errors="backslashreplace"
+        )
         self._handler.setFormatter(logging.Formatter("%(message)s"))
         self._logger.addHandler(self._handler)
 
     def write(self, entry: RequestLogEntry) -> None:
-        self._logger.info(entry.model_dump_json(exclude_none=True))
+        # json.dumps, not model_dump_json: pydantic refuses to serialize lone surrogates, and a log
+        # line must never be what fails a response.
+        fields = entry.model_dump(mode="json", exclude_none=True)
+        self._logger.info(json.dumps(fields, ensure_ascii=False, separators=(",", ":")))
 
     def close(self) -> None:
         self._handler.flush()

@@ -14,6 +14,8 @@ from ..config import Settings
 from ..engine.engine import Engine
 from ..metrics import Metrics
 from ..requestlog import RequestLog
+from .auth import ApiKeyMiddleware, UnsafeExposure, exposure_refusal
+from .compat import router as compat_router
 from .errors import install_error_handlers
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware
 from .routes import router
@@ -22,6 +24,8 @@ from .routes import router
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Builds the app; the model loads later, on the first /warmup or /rerank."""
     settings = settings or Settings()
+    if refusal := exposure_refusal(settings):
+        raise UnsafeExposure(refusal)
     metrics = Metrics()
     request_log = RequestLog(settings.log_path, settings.log_max_bytes, settings.log_backups)
     engine = Engine(settings, metrics)
@@ -44,8 +48,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.request_log = request_log
     app.state.started_at = time.monotonic()
     app.include_router(router)
+    app.include_router(compat_router)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)  # inner to the next: 401s get ids, log lines
     app.add_middleware(
         RequestContextMiddleware,
         request_log=request_log,

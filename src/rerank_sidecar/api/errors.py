@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from ..engine.engine import DeadlineExceeded, ModelUnavailable
-from ..engine.scheduler import QueueFull, RequestTooLarge, SchedulerStopped
-
-log = logging.getLogger(__name__)
 
 # Seconds a client should wait before retrying a model that failed to load.
 MODEL_RETRY_AFTER_S = 30
@@ -37,6 +30,14 @@ def error_response(status: int, type_: str, message: str, headers: dict[str, str
     return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)
 
 
+def internal_error_response(exc: Exception, request_id: str) -> JSONResponse:
+    """The 500 for a bug: names the exception's type and the request id to find its traceback in the log."""
+    return error_response(
+        500, "internal_error",
+        f"unexpected {type(exc).__name__}; the sidecar's log has the traceback under request id {request_id}",
+    )
+
+
 def _describe_validation(request: Request, exc: RequestValidationError) -> str:
     """'body.documents.2: Input should be a valid string; ...', naming each offending field."""
     content_type = request.headers.get("content-type", "")
@@ -58,7 +59,16 @@ _STATUS_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Maps every exception the app can raise to the one error shape and the right status."""
+    """Maps every exception the app can raise to the one error shape and the right status.
+
+    Anything else is a bug: RequestContextMiddleware answers it with `internal_error_response` from
+    inside the middleware stack, so the 500 carries its request id and gets its log line; the
+    handler for `Exception` here only catches what escapes that middleware.
+    """
+    # Imported here, not at the top, so that modules needing only `error_response` (the API-key
+    # middleware, which the CLI imports to refuse an unsafe bind) do not pull in torch.
+    from ..engine.engine import DeadlineExceeded, ModelUnavailable
+    from ..engine.scheduler import QueueFull, RequestTooLarge, SchedulerStopped
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -98,6 +108,6 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(499, "client_disconnected", "the client closed the connection before the answer")
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+    async def _escaped(request: Request, exc: Exception) -> JSONResponse:
+        # Reached only when the request middleware itself fails; uvicorn then logs the traceback.
+        return internal_error_response(exc, getattr(request.state, "request_id", "unknown"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterable
@@ -10,7 +11,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..metrics import Metrics
 from ..requestlog import RequestLog, RequestLogEntry
-from .errors import error_response
+from .errors import error_response, internal_error_response
+
+log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
 # A request id from the client is kept only when it is this short and printable.
@@ -93,6 +96,7 @@ class RequestContextMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 499  # stays 499 if no response start is ever sent: the client went away first
+        started_response = False
         logged = False
 
         def finish() -> None:
@@ -102,9 +106,9 @@ class RequestContextMiddleware:
                 self._record(scope, state, request_id, status, time.perf_counter() - started)
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started_response = message["status"], True
                 headers = list(message.get("headers", []))
                 headers.append((REQUEST_ID_HEADER.encode(), request_id.encode("latin-1")))
                 message = {**message, "headers": headers}
@@ -114,6 +118,13 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # A bug. Answered here rather than by Starlette's outermost ServerErrorMiddleware, whose
+            # 500 would bypass this middleware: no request id header, and a log line saying 499.
+            if started_response:
+                raise
+            log.exception("unhandled error in request %s (%s %s)", request_id, scope["method"], scope["path"])
+            await internal_error_response(exc, request_id)(scope, receive, send_with_id)
         finally:
             finish()
 

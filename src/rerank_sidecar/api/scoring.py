@@ -16,13 +16,17 @@ from .errors import ApiError, ClientDisconnected
 T = TypeVar("T")
 
 
-def check_limits(settings: Settings, query: str, documents: Sequence[str], field: str = "documents") -> None:
-    """422 naming the field and the limit when a request is over one."""
+def check_limits(
+    settings: Settings, query: str, documents: Sequence[str], field: str = "documents", query_field: str = "query"
+) -> None:
+    """422 naming the field and the limit when a request is over one, or holds text that is not Unicode."""
     if len(query) > settings.max_query_chars:
         raise ApiError(
             422, "validation_error",
-            f"query: {len(query)} characters exceeds the limit of {settings.max_query_chars} (RERANK_MAX_QUERY_CHARS)",
+            f"{query_field}: {len(query)} characters exceeds the limit of {settings.max_query_chars} "
+            "(RERANK_MAX_QUERY_CHARS)",
         )
+    check_unicode(query_field, query)
     if len(documents) > settings.max_documents:
         raise ApiError(
             422, "validation_error",
@@ -35,6 +39,20 @@ def check_limits(settings: Settings, query: str, documents: Sequence[str], field
                 f"{field}.{index}: {len(document)} characters exceeds the limit of "
                 f"{settings.max_document_chars} (RERANK_MAX_DOCUMENT_CHARS)",
             )
+        check_unicode(f"{field}.{index}", document)
+
+
+def check_unicode(field: str, text: str) -> None:
+    """422 for a lone surrogate (JSON allows the escape "\\ud800"; no tokenizer can take it)."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ApiError(
+            422, "validation_error",
+            f"{field}: character {exc.start} is a lone UTF-16 surrogate ({text[exc.start]!a}), not valid Unicode text",
+        ) from None
 
 
 def check_instruction(settings: Settings, instruction: str | None) -> None:
@@ -44,6 +62,8 @@ def check_instruction(settings: Settings, instruction: str | None) -> None:
             f"instruction: {len(instruction)} characters exceeds the limit of {settings.max_query_chars} "
             "(RERANK_MAX_QUERY_CHARS)",
         )
+    if instruction is not None:
+        check_unicode("instruction", instruction)
 
 
 def check_requested_model(settings: Settings, requested: str | None) -> None:
@@ -91,11 +111,27 @@ async def _disconnected(request: Request) -> None:
 
 
 async def rerank_outcome(request: Request, engine: Engine, job: RerankJob) -> RerankOutcome:
-    outcome = await until_disconnect(request, engine.rerank(job))
+    return (await rerank_outcomes(request, engine, [job]))[0]
+
+
+async def rerank_outcomes(request: Request, engine: Engine, jobs: Sequence[RerankJob]) -> list[RerankOutcome]:
+    """Runs the jobs concurrently, so their pairs share the scheduler's batches; one outcome per job, in order."""
+    outcomes = await until_disconnect(request, _all_or_none([engine.rerank(job) for job in jobs]))
     scorer = engine.scorer
     assert scorer is not None
     request.state.model, request.state.revision = scorer.info.model, scorer.info.revision
-    return outcome
+    return outcomes
+
+
+async def _all_or_none(works: Sequence[Awaitable[T]]) -> list[T]:
+    """Awaits every work; when one fails the others are cancelled, so their queued pairs are dropped."""
+    tasks = [asyncio.ensure_future(work) for work in works]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
 
 
 def best_first(scores: np.ndarray, top_n: int | None) -> list[int]:

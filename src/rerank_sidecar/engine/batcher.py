@@ -84,9 +84,12 @@ class MicroBatcher:
         with self._cond:
             self._stopping = True
             abandoned = list(self._jobs)
+            dropped = sum(job.unscheduled for job in abandoned)
             self._jobs.clear()
             self._queued = 0
+            self._metrics.queue_depth.set(0)
             self._cond.notify_all()
+        self._metrics.pairs_dropped.inc(dropped)
         for job in abandoned:
             self._settle(job, SchedulerStopped("the sidecar is shutting down"))
         self._thread.join(timeout=60)
@@ -156,6 +159,7 @@ class MicroBatcher:
         try:
             raw = self._scorer.score_batch([job.pairs[index] for job, index in batch])
         except Exception as exc:  # the model failed: every request in the batch gets the error
+            self._metrics.pairs_dropped.inc(len(batch))  # unscored, like the requests' pairs still queued
             for job in jobs:
                 self._withdraw(job)
                 self._settle(job, exc)

@@ -45,6 +45,8 @@ class RerankJob:
     """truncate or chunk; None takes the configured default."""
     max_chunks: int | None = None
     """Chunk cap per document; None takes the configured default."""
+    max_document_tokens: int | None = None
+    """Cut each document to its first this-many tokens before scoring (Cohere's max_tokens_per_doc); None: no cut."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,27 +136,30 @@ class Engine:
         long_docs = job.long_docs or self.settings.long_docs
         max_chunks = job.max_chunks or self.settings.max_chunks_per_doc
         instruction = job.instruction or self.settings.instruction
+        documents, cut = job.documents, set()
+        if job.max_document_tokens is not None:
+            documents, cut = await asyncio.to_thread(scorer.cut_documents, job.documents, job.max_document_tokens)
         cache = self._cache if use_cache else None
-        keys = [self._key(scorer, instruction, long_docs, max_chunks, job.query, doc) for doc in job.documents] if cache else []
+        keys = [self._key(scorer, instruction, long_docs, max_chunks, job.query, doc) for doc in documents] if cache is not None else []
         known: dict[int, CachedScore] = {}
-        if cache:
+        if cache is not None:
             for index, key in enumerate(keys):
                 if (hit := cache.get(key)) is not None:
                     known[index] = hit
             self.metrics.cache_hits.inc(len(known))
-            self.metrics.cache_misses.inc(len(job.documents) - len(known))
-        missing = [index for index in range(len(job.documents)) if index not in known]
+            self.metrics.cache_misses.inc(len(documents) - len(known))
+        missing = [index for index in range(len(documents)) if index not in known]
         if missing:
-            texts = [job.documents[index] for index in missing]
+            texts = [documents[index] for index in missing]
             encoded = await asyncio.to_thread(scorer.encode, job.query, texts, instruction, long_docs, max_chunks)
             for index, scored in zip(missing, await self._score_documents(encoded), strict=True):
                 known[index] = scored
-                if cache:
+                if cache is not None:
                     cache.put(keys[index], scored)
-        ordered = [known[index] for index in range(len(job.documents))]
+        ordered = [known[index] for index in range(len(documents))]
         return RerankOutcome(
             raw=np.array([entry.raw for entry in ordered], dtype=np.float64),
-            truncated=[index for index, entry in enumerate(ordered) if entry.truncated],
+            truncated=[index for index, entry in enumerate(ordered) if entry.truncated or index in cut],
             tokens=sum(entry.tokens for entry in ordered),
         )
 

@@ -6,9 +6,12 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 LongDocs = Literal["truncate", "chunk"]
 Family = Literal["cross-encoder", "qwen3", "bi-encoder"]
@@ -81,6 +84,8 @@ class Scorer(ABC):
 
     info: ScorerInfo
     calibration: Calibration = Calibration()
+    tokenizer: PreTrainedTokenizerBase
+    """The model's fast tokenizer; `cut_documents` counts a document's tokens with it."""
 
     @abstractmethod
     def encode(
@@ -96,6 +101,25 @@ class Scorer(ABC):
         """The one place raw scores become [0, 1] relevance: sigmoid(scale * raw + bias)."""
         z = self.calibration.scale * np.asarray(raw, dtype=np.float64) + self.calibration.bias
         return 1.0 / (1.0 + np.exp(-z))
+
+    def cut_documents(self, documents: Sequence[str], max_tokens: int) -> tuple[list[str], set[int]]:
+        """Each document cut to its first `max_tokens` tokens (counted alone, no special tokens), and which were cut.
+
+        The text is cut at a token boundary, not turned into ids, so every backend's own encode
+        (pair joining, prompts, chunk windows) applies unchanged to the shorter text.
+        """
+        if not documents:
+            return [], set()
+        encoded = self.tokenizer(list(documents), add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        kept: list[str] = []
+        cut: set[int] = set()
+        for index, (document, offsets) in enumerate(zip(documents, encoded["offset_mapping"], strict=True)):
+            if len(offsets) > max_tokens:
+                kept.append(document[: offsets[max_tokens - 1][1]])
+                cut.add(index)
+            else:
+                kept.append(document)
+        return kept, cut
 
     def close(self) -> None:
         """Release what the scorer holds; the default has nothing to release."""

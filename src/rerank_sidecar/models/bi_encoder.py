@@ -28,6 +28,13 @@ def sentence_max_length(model_dir: Path, fallback: int) -> int:
     return fallback
 
 
+def mean_pooled(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the unpadded token states, L2-normalized: sentence-transformers' pooling for this model."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled.float(), dim=-1)
+
+
 class BiEncoderScorer(Scorer):
     """Embeds query and documents separately; raw score = cosine similarity."""
 
@@ -35,10 +42,9 @@ class BiEncoderScorer(Scorer):
         self.device = pick_device(settings.device)
         dtype = pick_dtype(settings.dtype, self.device)
         configure_torch_threads(settings.threads)
-        self.tokenizer = AutoTokenizer.from_pretrained(resolved.path, local_files_only=True)
         self.model = AutoModel.from_pretrained(resolved.path, local_files_only=True, dtype=dtype)
         self.model.to(self.device).eval()
-        self.max_length = min(settings.max_length, sentence_max_length(resolved.path, settings.max_length))
+        self.setup_tokenization(resolved, settings)
         self.calibration = calibration
         self.info = ScorerInfo(
             model=resolved.model_id,
@@ -49,6 +55,11 @@ class BiEncoderScorer(Scorer):
             dtype=str(dtype).removeprefix("torch."),
             max_length=self.max_length,
         )
+
+    def setup_tokenization(self, resolved: ResolvedModel, settings: Settings) -> None:
+        """Tokenizer and window limit: what every backend of this family shares."""
+        self.tokenizer = AutoTokenizer.from_pretrained(resolved.path, local_files_only=True)
+        self.max_length = min(settings.max_length, sentence_max_length(resolved.path, settings.max_length))
 
     def encode(
         self, query: str, documents: Sequence[str], instruction: str | None, long_docs: LongDocs, max_chunks: int
@@ -71,10 +82,7 @@ class BiEncoderScorer(Scorer):
         """Mean-pooled, L2-normalized embeddings, as sentence-transformers computes them for this model."""
         batch = self.tokenizer.pad({"input_ids": [list(ids) for ids in token_lists]}, return_tensors="pt")
         batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
-        hidden = self.model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled.float(), dim=-1)
+        return mean_pooled(self.model(**batch).last_hidden_state, batch["attention_mask"])
 
     def score_batch(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
         queries = list(dict.fromkeys(pair.query_ids for pair in pairs))

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig
 
 from ..config import Settings
 from .base import EncodedDocument, EncodedPair, LongDocs, Scorer, ScorerInfo, chunk_stride, group_windows
@@ -21,16 +21,11 @@ class CrossEncoderScorer(Scorer):
         self.device = pick_device(settings.device)
         dtype = pick_dtype(settings.dtype, self.device)
         configure_torch_threads(settings.threads)
-        self.tokenizer = AutoTokenizer.from_pretrained(resolved.path, local_files_only=True)
         self.model = AutoModelForSequenceClassification.from_pretrained(
             resolved.path, local_files_only=True, dtype=dtype
         )
-        if self.model.config.num_labels != 1:
-            raise ValueError(
-                f"{resolved.model_id} has {self.model.config.num_labels} labels; a reranker cross-encoder has one"
-            )
         self.model.to(self.device).eval()
-        self.max_length = min(settings.max_length, self.tokenizer.model_max_length)
+        self.setup_tokenization(resolved, settings, self.model.config)
         self.info = ScorerInfo(
             model=resolved.model_id,
             revision=resolved.revision,
@@ -41,13 +36,26 @@ class CrossEncoderScorer(Scorer):
             max_length=self.max_length,
         )
 
+    def setup_tokenization(self, resolved: ResolvedModel, settings: Settings, config: PretrainedConfig) -> None:
+        """The one-label check, tokenizer and window limits: what every backend of this family shares."""
+        if config.num_labels != 1:
+            raise ValueError(f"{resolved.model_id} has {config.num_labels} labels; a reranker cross-encoder has one")
+        self.tokenizer = AutoTokenizer.from_pretrained(resolved.path, local_files_only=True)
+        self.max_length = min(
+            settings.max_length,
+            self.tokenizer.model_max_length,
+            getattr(config, "max_position_embeddings", settings.max_length),
+        )
+        # A query may fill at most half the window, so every document keeps room to be scored.
+        self.max_query_tokens = self.max_length // 2
+
     def encode(
         self, query: str, documents: Sequence[str], instruction: str | None, long_docs: LongDocs, max_chunks: int
     ) -> list[EncodedDocument]:
         if not documents:
             return []
         encoded = self.tokenizer(
-            [query] * len(documents),
+            [self.fit_query(query)] * len(documents),
             list(documents),
             truncation="only_second",
             max_length=self.max_length,
@@ -60,6 +68,14 @@ class CrossEncoderScorer(Scorer):
             for ids, types in zip(encoded["input_ids"], type_ids, strict=True)
         ]
         return group_windows(windows, encoded["overflow_to_sample_mapping"], len(documents), long_docs, max_chunks)
+
+    def fit_query(self, query: str) -> str:
+        """The query cut to `max_query_tokens` at a token boundary; tokenizers refuse pairs whose query overflows."""
+        encoded = self.tokenizer(query, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = encoded["offset_mapping"]
+        if len(offsets) <= self.max_query_tokens:
+            return query
+        return query[: offsets[self.max_query_tokens - 1][1]]
 
     def pad(self, pairs: Sequence[EncodedPair]) -> dict[str, torch.Tensor]:
         """One padded batch of tensors on the model's device."""

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Callable
+from typing import Literal
 
 from ..config import Settings
 from .base import Family, Scorer
 from .bi_encoder import BUILTIN_CALIBRATION, BiEncoderScorer
 from .cross_encoder import CrossEncoderScorer
+from .device import pick_device
 from .resolve import ModelNotAvailable, ResolvedModel, resolve_model
 
 Loader = Callable[[ResolvedModel, Settings], Scorer]
+Backend = Literal["torch", "onnx"]
 
 
 def _load_qwen3(resolved: ResolvedModel, settings: Settings) -> Scorer:
@@ -20,10 +24,25 @@ def _load_qwen3(resolved: ResolvedModel, settings: Settings) -> Scorer:
     return Qwen3RerankerScorer(resolved, settings)
 
 
-LOADERS: dict[Family, Loader] = {
-    "cross-encoder": CrossEncoderScorer,
-    "qwen3": _load_qwen3,
-    "bi-encoder": lambda resolved, settings: BiEncoderScorer(resolved, settings, BUILTIN_CALIBRATION),
+def _load_onnx_cross_encoder(resolved: ResolvedModel, settings: Settings) -> Scorer:
+    from .onnx import OnnxCrossEncoderScorer
+
+    return OnnxCrossEncoderScorer(resolved, settings)
+
+
+def _load_onnx_bi_encoder(resolved: ResolvedModel, settings: Settings) -> Scorer:
+    from .onnx import OnnxBiEncoderScorer
+
+    return OnnxBiEncoderScorer(resolved, settings, BUILTIN_CALIBRATION)
+
+
+# One line per family and backend; Qwen3-Reranker has no onnx line (models/onnx.py says why).
+LOADERS: dict[tuple[Family, Backend], Loader] = {
+    ("cross-encoder", "torch"): CrossEncoderScorer,
+    ("cross-encoder", "onnx"): _load_onnx_cross_encoder,
+    ("qwen3", "torch"): _load_qwen3,
+    ("bi-encoder", "torch"): lambda resolved, settings: BiEncoderScorer(resolved, settings, BUILTIN_CALIBRATION),
+    ("bi-encoder", "onnx"): _load_onnx_bi_encoder,
 }
 
 
@@ -51,4 +70,23 @@ def load_scorer(settings: Settings) -> Scorer:
     """Resolves the configured model on disk and builds its family's scorer."""
     resolved = resolve_model(settings)
     family = detect_family(resolved) if settings.model_family == "auto" else settings.model_family
-    return LOADERS[family](resolved, settings)
+    backend = pick_backend(settings, family)
+    if settings.quantize == "int8" and backend != "onnx":
+        raise ValueError(
+            f"RERANK_QUANTIZE=int8 needs the onnx backend, but the {family} model runs on {backend} here; "
+            "set RERANK_QUANTIZE=none, or RERANK_BACKEND=onnx with RERANK_DEVICE=cpu"
+        )
+    return LOADERS[(family, backend)](resolved, settings)
+
+
+def pick_backend(settings: Settings, family: Family) -> Backend:
+    """auto: onnx on the CPU where onnxruntime is installed and the family has an onnx loader; torch otherwise."""
+    if settings.backend == "auto":
+        on_cpu = pick_device(settings.device).type == "cpu"
+        has_onnx = (family, "onnx") in LOADERS and importlib.util.find_spec("onnxruntime") is not None
+        return "onnx" if on_cpu and has_onnx else "torch"
+    if (family, settings.backend) not in LOADERS:
+        raise ValueError(
+            f"RERANK_BACKEND={settings.backend} does not serve the {family} family; set RERANK_BACKEND=torch or auto"
+        )
+    return settings.backend

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every benchmark into bench-results/ and writes BENCHMARKS.md (loopback only, each run bounded).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install.sh
+out=bench-results
+mkdir -p "$out"
+bench() { .venv/bin/rerank-sidecar bench "$@"; }
+bench backends --json "$out/backends.json"
+bench load --model minilm-cross-encoder --json "$out/load.json"
+bench load --model minilm-cross-encoder --workloads W2 --sweep 1,2,4,8,16,32 --ceiling-pairs 0 \
+    --json "$out/sweep.json" --plot "$out/sweep.png"
+bench memory --consumers 1,2,4 --json "$out/memory.json"
+# The quality run scores through a live sidecar on the embedded default and in-process, side by side.
+port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+RERANK_SIDECAR_PORT=$port .venv/bin/rerank-sidecar serve --log-level warning &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+until curl -sf "http://127.0.0.1:$port/health" >/dev/null; do sleep 0.5; done
+bench quality --url "http://127.0.0.1:$port" --in-process --json "$out/quality.json"
+bench report --results "$out" --out BENCHMARKS.md

@@ -1,0 +1,281 @@
+"""`rerank-sidecar bench load`: W1/W2/W3 (and concurrency sweeps) against live sidecars, both schedulers side by side."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+from pydantic import BaseModel, Field
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .server import bench_server
+from .trec import default_data_dir, load_benchmark
+
+console = Console()
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """One traffic shape."""
+
+    name: str
+    """W1, W2, W3 or sweep-cN."""
+    documents: int
+    """Documents per (small) request."""
+    concurrency: int
+    """Clients sending small requests back to back."""
+    requests: int
+    """Small requests to send in all."""
+    big_documents: int = 0
+    """W3 only: documents per request of the one client sending big requests meanwhile."""
+
+
+def standard_workloads(scale: float) -> list[Workload]:
+    """The three workloads of the engine issue; `scale` shrinks or grows their request counts."""
+    count = lambda n: max(1, round(n * scale))  # noqa: E731
+    return [
+        Workload("W1", documents=100, concurrency=4, requests=count(24)),
+        Workload("W2", documents=5, concurrency=32, requests=count(400)),
+        Workload("W3", documents=5, concurrency=8, requests=count(160), big_documents=1000),
+    ]
+
+
+def sweep_workloads(concurrencies: Sequence[int], documents: int, requests_per_client: int) -> list[Workload]:
+    return [Workload(f"c{c}", documents, c, max(c, c * requests_per_client)) for c in concurrencies]
+
+
+class LoadResult(BaseModel):
+    """Figures of one workload against one configuration."""
+
+    configuration: str = Field(description="Scheduler (and backend) the sidecar ran.")
+    workload: str = Field(description="W1, W2, W3 or a sweep point.")
+    concurrency: int = Field(description="Concurrent clients of small requests.")
+    documents: int = Field(description="Documents per small request.")
+    requests: int = Field(description="Small requests answered 200.")
+    rejected: int = Field(description="Small requests answered 503.")
+    pairs: int = Field(description="Pairs scored, big requests included.")
+    seconds: float = Field(description="Wall time of the workload.")
+    pairs_per_s: float = Field(description="Pairs scored per second, all requests.")
+    requests_per_s: float = Field(description="Small requests answered per second.")
+    p50_ms: float = Field(description="Median latency of small requests.")
+    p95_ms: float = Field(description="95th percentile latency of small requests.")
+    p99_ms: float = Field(description="99th percentile latency of small requests.")
+    big_requests: int = Field(0, description="W3: big requests completed.")
+
+
+class LoadReport(BaseModel):
+    """Everything one `bench load` run measured."""
+
+    model: str = Field(description="Model the sidecars served.")
+    backend: str = Field(description="RERANK_BACKEND of the sidecars.")
+    results: list[LoadResult] = Field(description="One row per configuration and workload.")
+    ceiling_pairs_per_s: float | None = Field(None, description="In-process pairs/s at the best batch size.")
+    ceiling_batch: int | None = Field(None, description="Batch size of the ceiling.")
+
+
+class _Traffic:
+    """Sends one workload's requests and keeps their latencies."""
+
+    def __init__(self, client: httpx.AsyncClient, passages: Sequence[str], queries: Sequence[str]) -> None:
+        self.client = client
+        self.passages = passages
+        self.queries = itertools.cycle(queries)
+        self.offset = itertools.count()
+
+    def _documents(self, n: int) -> list[str]:
+        start = next(self.offset) * 7 % max(1, len(self.passages) - n)
+        return list(self.passages[start : start + n])
+
+    async def send(self, n: int) -> tuple[int, float]:
+        payload = {"query": next(self.queries), "documents": self._documents(n)}
+        started = time.perf_counter()
+        response = await self.client.post("/rerank", json=payload)
+        if response.status_code == 503:
+            await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+        elif response.status_code != 200:
+            response.raise_for_status()
+        return response.status_code, time.perf_counter() - started
+
+
+async def _run_workload(url: str, workload: Workload, passages: Sequence[str], queries: Sequence[str],
+                        max_seconds: float, progress: Progress, configuration: str) -> LoadResult:
+    limits = httpx.Limits(max_connections=workload.concurrency + 2)
+    async with httpx.AsyncClient(base_url=url, timeout=max_seconds + 60, limits=limits) as client:
+        traffic = _Traffic(client, passages, queries)
+        latencies: list[float] = []
+        rejected = 0
+        big_done = 0
+        remaining = itertools.count()
+        deadline = time.monotonic() + max_seconds
+        task = progress.add_task(f"{configuration} {workload.name}", total=workload.requests)
+        small_finished = asyncio.Event()
+
+        async def small_client() -> None:
+            nonlocal rejected
+            while next(remaining) < workload.requests and time.monotonic() < deadline:
+                status, latency = await traffic.send(workload.documents)
+                if status == 200:
+                    latencies.append(latency)
+                else:
+                    rejected += 1
+                progress.advance(task)
+
+        async def big_client() -> None:
+            nonlocal big_done
+            while not small_finished.is_set() and time.monotonic() < deadline:
+                status, _ = await traffic.send(workload.big_documents)
+                big_done += status == 200
+
+        started = time.perf_counter()
+        big = asyncio.ensure_future(big_client()) if workload.big_documents else None
+        await asyncio.gather(*(small_client() for _ in range(workload.concurrency)))
+        small_finished.set()
+        if big is not None:
+            await big
+        seconds = time.perf_counter() - started
+        progress.remove_task(task)
+    pairs = len(latencies) * workload.documents + big_done * workload.big_documents
+    ms = np.array(latencies or [float("nan")]) * 1000
+    return LoadResult(
+        configuration=configuration, workload=workload.name, concurrency=workload.concurrency,
+        documents=workload.documents, requests=len(latencies), rejected=rejected, pairs=pairs,
+        seconds=round(seconds, 3), pairs_per_s=round(pairs / seconds, 2),
+        requests_per_s=round(len(latencies) / seconds, 2),
+        p50_ms=round(float(np.percentile(ms, 50)), 1), p95_ms=round(float(np.percentile(ms, 95)), 1),
+        p99_ms=round(float(np.percentile(ms, 99)), 1), big_requests=big_done,
+    )
+
+
+def in_process_ceiling(settings_env: dict[str, str], passages: Sequence[str], query: str,
+                       batch_sizes: Sequence[int] = (8, 16, 32, 64)) -> tuple[float, int]:
+    """Best pairs/s of the same backend scoring length-sorted batches directly, and its batch size."""
+    from ..config import Settings
+    from ..models.registry import load_scorer
+    from ..models.resolve import force_offline
+
+    force_offline()
+    scorer = load_scorer(Settings(**settings_env))
+    pairs = sorted((doc.windows[0] for doc in scorer.encode(query, list(passages), None, "truncate", 1)),
+                   key=lambda pair: pair.cost)
+    scorer.score_batch(pairs[:8])  # first call pays one-off set-up costs
+    best = (0.0, batch_sizes[0])
+    for size in batch_sizes:
+        started = time.perf_counter()
+        for start in range(0, len(pairs), size):
+            scorer.score_batch(pairs[start : start + size])
+        rate = len(pairs) / (time.perf_counter() - started)
+        best = max(best, (rate, size))
+    scorer.close()
+    return round(best[0], 2), best[1]
+
+
+def model_settings(model: str, backend: str, cache_dir: Path) -> dict[str, str]:
+    """RERANK_* settings serving `model`: builtin, minilm-cross-encoder (built offline), or a path/hub id."""
+    settings = {"backend": backend, "cache_dir": str(cache_dir)}
+    if model == "minilm-cross-encoder":
+        from .models import build_minilm_cross_encoder
+
+        target = cache_dir / "bench-models" / "minilm-l6-cross-encoder"
+        if not (target / "config.json").is_file():
+            build_minilm_cross_encoder(target)
+        settings["model_name"] = str(target)
+    elif model != "builtin":
+        settings["model_name"] = model
+    return settings
+
+
+def run_load(args: argparse.Namespace) -> LoadReport:
+    from platformdirs import user_cache_dir
+
+    benchmark = load_benchmark(Path(args.data))
+    passages = [candidate.text for topic in benchmark.topics for candidate in topic.candidates]
+    queries = [topic.query for topic in benchmark.topics]
+    cache_dir = Path(args.cache_dir or user_cache_dir("rerank-sidecar"))
+    base = model_settings(args.model, args.backend, cache_dir)
+    if args.sweep:
+        workloads = sweep_workloads([int(c) for c in args.sweep.split(",")], args.sweep_documents, args.sweep_requests)
+    else:
+        workloads = [w for w in standard_workloads(args.scale) if w.name in args.workloads.split(",")]
+    results: list[LoadResult] = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        for scheduler in args.schedulers.split(","):
+            settings = {**base, "scheduler": scheduler, "max_queued_pairs": "100000"}
+            with bench_server(settings) as server:
+                for workload in workloads:
+                    results.append(asyncio.run(_run_workload(
+                        server.url, workload, passages, queries, args.max_seconds, progress, scheduler)))
+    ceiling = in_process_ceiling(base, passages[: args.ceiling_pairs], queries[0]) if args.ceiling_pairs else None
+    return LoadReport(model=args.model, backend=args.backend, results=results,
+                      ceiling_pairs_per_s=ceiling[0] if ceiling else None, ceiling_batch=ceiling[1] if ceiling else None)
+
+
+def print_report(report: LoadReport) -> None:
+    table = Table(title=f"bench load: {report.model} ({report.backend})")
+    for column in ("config", "workload", "conc", "docs", "ok", "503", "pairs/s", "req/s", "p50 ms", "p95 ms", "p99 ms"):
+        table.add_column(column, justify="right")
+    for r in report.results:
+        table.add_row(r.configuration, r.workload, str(r.concurrency), str(r.documents), str(r.requests),
+                      str(r.rejected), f"{r.pairs_per_s:.1f}", f"{r.requests_per_s:.1f}", f"{r.p50_ms:.0f}",
+                      f"{r.p95_ms:.0f}", f"{r.p99_ms:.0f}")
+    console.print(table)
+    by_key = {(r.configuration, r.workload): r for r in report.results}
+    for workload in dict.fromkeys(r.workload for r in report.results):
+        batched, serial = by_key.get(("batched", workload)), by_key.get(("serial", workload))
+        if batched and serial:
+            console.print(
+                f"{workload}: throughput batched/serial = {batched.pairs_per_s / serial.pairs_per_s:.2f}x, "
+                f"p99 batched/serial = {batched.p99_ms / serial.p99_ms:.2f}x"
+            )
+        if batched and report.ceiling_pairs_per_s:
+            console.print(f"{workload}: batched / in-process ceiling = "
+                          f"{batched.pairs_per_s / report.ceiling_pairs_per_s:.2f}x")
+    if report.ceiling_pairs_per_s:
+        console.print(f"in-process ceiling: {report.ceiling_pairs_per_s:.1f} pairs/s at batch {report.ceiling_batch}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    report = run_load(args)
+    print_report(report)
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(report.model_dump(), indent=2))
+        console.print(f"wrote {args.json_out}")
+    if args.plot:
+        from .plot import plot_sweep
+
+        plot_sweep(report, Path(args.plot))
+        console.print(f"wrote {args.plot}")
+    return 0
+
+
+def add_parser(subcommands: argparse._SubParsersAction) -> None:
+    """Adds `bench load` to the `bench` command group."""
+    parser = subcommands.add_parser("load", help="W1/W2/W3 or a concurrency sweep against live sidecars, "
+                                                 "batched and serial side by side, plus the in-process ceiling")
+    parser.add_argument("--data", default=default_data_dir(), help="directory with bm25-top100.json and qrels.txt")
+    parser.add_argument("--model", default="minilm-cross-encoder",
+                        help="builtin, minilm-cross-encoder (MiniLM-L6-shaped, built offline), or a model path/id")
+    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    parser.add_argument("--schedulers", default="batched,serial", help="comma-separated: batched,serial")
+    parser.add_argument("--workloads", default="W1,W2,W3", help="comma-separated subset of W1,W2,W3")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiplies every workload's request count")
+    parser.add_argument("--sweep", help="comma-separated concurrencies (e.g. 1,2,4,8,16,32): run a sweep instead")
+    parser.add_argument("--sweep-documents", type=int, default=5, help="documents per request in a sweep")
+    parser.add_argument("--sweep-requests", type=int, default=8, help="requests per client at each sweep point")
+    parser.add_argument("--max-seconds", type=float, default=180.0, help="stop sending after this long per workload")
+    parser.add_argument("--ceiling-pairs", type=int, default=512, help="pairs for the in-process ceiling (0: skip)")
+    parser.add_argument("--cache-dir", help="where the built benchmark model and ONNX files are cached")
+    parser.add_argument("--json", dest="json_out", help="write the results to this JSON file")
+    parser.add_argument("--plot", help="write a PNG of latency and throughput against concurrency (sweeps)")
+    parser.set_defaults(handler=_run)

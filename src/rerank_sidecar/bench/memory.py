@@ -1,0 +1,150 @@
+"""`rerank-sidecar bench memory`: one shared sidecar versus N consumers each holding its own model copy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import psutil
+from pydantic import BaseModel, Field
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from .load import model_settings
+from .server import bench_server
+
+console = Console()
+
+# A consumer that loads its own copy of the model and scores one pair, then waits to be measured.
+_IN_PROCESS_CONSUMER = """
+import sys
+from rerank_sidecar.config import Settings
+from rerank_sidecar.models.registry import load_scorer
+from rerank_sidecar.models.resolve import force_offline
+force_offline()
+scorer = load_scorer(Settings())
+documents = scorer.encode("what is a reranker", ["a model that orders documents"], None, "truncate", 1)
+scorer.score_batch([documents[0].windows[0]])
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+# A consumer of the sidecar: an HTTP client process that has made one call.
+_SIDECAR_CONSUMER = """
+import sys, httpx
+httpx.post(sys.argv[1] + "/rerank", json={"query": "what is a reranker",
+           "documents": ["a model that orders documents"]}, timeout=120).raise_for_status()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+class MemoryRow(BaseModel):
+    """Memory of N consumers, one way or the other."""
+
+    consumers: int = Field(description="Consumer processes.")
+    layout: str = Field(description="sidecar (one model, N thin clients) or in-process (N model copies).")
+    rss_mib: float = Field(description="Sum of resident set sizes (counts shared pages once per process).")
+    pss_mib: float = Field(description="Sum of proportional set sizes (shared pages split between processes).")
+
+
+class MemoryReport(BaseModel):
+    """What one `bench memory` run measured."""
+
+    model: str = Field(description="Model measured.")
+    rows: list[MemoryRow] = Field(description="One row per layout and consumer count.")
+
+
+def _memory_mib(pids: Sequence[int]) -> tuple[float, float]:
+    rss = pss = 0
+    for pid in pids:
+        info = psutil.Process(pid).memory_full_info()
+        rss += info.rss
+        pss += info.pss
+    return round(rss / 2**20, 1), round(pss / 2**20, 1)
+
+
+def _start_consumers(n: int, script: str, env: dict[str, str], argv: Sequence[str] = ()) -> list[subprocess.Popen]:
+    consumers = [
+        subprocess.Popen([sys.executable, "-c", script, *argv], env=env, stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for _ in range(n)
+    ]
+    for consumer in consumers:
+        if consumer.stdout is None or consumer.stdout.readline().strip() != "ready":
+            raise RuntimeError("a consumer process failed before it was ready")
+    return consumers
+
+
+def _stop(consumers: Sequence[subprocess.Popen]) -> None:
+    for consumer in consumers:
+        consumer.kill()
+        consumer.wait(10)
+
+
+def measure(counts: Sequence[int], model: str, backend: str, cache_dir: Path) -> MemoryReport:
+    import os
+
+    settings = model_settings(model, backend, cache_dir)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RERANK_")}
+    env.update({f"RERANK_{key.upper()}": value for key, value in settings.items()})
+    rows: list[MemoryRow] = []
+    with Progress(transient=True, console=console) as progress:
+        task = progress.add_task("measuring memory", total=2 * len(counts))
+        with bench_server(settings) as server:
+            for n in counts:
+                clients = _start_consumers(n, _SIDECAR_CONSUMER, env, [server.url])
+                try:
+                    rss, pss = _memory_mib([server.pid, *(c.pid for c in clients)])
+                finally:
+                    _stop(clients)
+                rows.append(MemoryRow(consumers=n, layout="sidecar", rss_mib=rss, pss_mib=pss))
+                progress.advance(task)
+        for n in counts:
+            copies = _start_consumers(n, _IN_PROCESS_CONSUMER, env)
+            try:
+                time.sleep(0.5)
+                rss, pss = _memory_mib([c.pid for c in copies])
+            finally:
+                _stop(copies)
+            rows.append(MemoryRow(consumers=n, layout="in-process", rss_mib=rss, pss_mib=pss))
+            progress.advance(task)
+    return MemoryReport(model=model, rows=rows)
+
+
+def print_memory(report: MemoryReport) -> None:
+    table = Table(title=f"bench memory: {report.model}")
+    for column in ("consumers", "layout", "RSS MiB", "PSS MiB"):
+        table.add_column(column, justify="right")
+    for row in report.rows:
+        table.add_row(str(row.consumers), row.layout, f"{row.rss_mib:.0f}", f"{row.pss_mib:.0f}")
+    console.print(table)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from platformdirs import user_cache_dir
+
+    cache_dir = Path(args.cache_dir or user_cache_dir("rerank-sidecar"))
+    report = measure([int(n) for n in args.consumers.split(",")], args.model, args.backend, cache_dir)
+    print_memory(report)
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(report.model_dump(), indent=2))
+    return 0
+
+
+def add_parser(subcommands: argparse._SubParsersAction) -> None:
+    """Adds `bench memory` to the `bench` command group."""
+    parser = subcommands.add_parser("memory", help="RSS/PSS of one sidecar + N thin clients vs N in-process copies")
+    parser.add_argument("--consumers", default="1,2,4", help="comma-separated consumer counts")
+    parser.add_argument("--model", default="builtin", help="builtin, minilm-cross-encoder, or a model path/id")
+    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    parser.add_argument("--cache-dir", help="where built benchmark models and ONNX files are cached")
+    parser.add_argument("--json", dest="json_out", help="write the results to this JSON file")
+    parser.set_defaults(handler=_run)

@@ -1,0 +1,131 @@
+"""`rerank-sidecar bench quality`: NDCG@10, MRR@10, Recall@10 of first-stage order, sidecar and in-process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+from pydantic import BaseModel, Field
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from .trec import Benchmark, default_data_dir, evaluate, load_benchmark, positional_scores
+
+console = Console()
+
+
+class QualityRow(BaseModel):
+    """Ranking quality of one way of ordering the candidates."""
+
+    ranker: str = Field(description="positional (first-stage order), sidecar, or in-process.")
+    ndcg10: float = Field(description="Mean NDCG@10 (trec_eval convention).")
+    mrr10: float = Field(description="Mean MRR@10, grade >= 2 relevant.")
+    recall10: float = Field(description="Mean Recall@10, grade >= 2 relevant.")
+
+
+class QualityReport(BaseModel):
+    """What one `bench quality` run measured."""
+
+    data: str = Field(description="Benchmark directory.")
+    topics: int = Field(description="Judged queries evaluated.")
+    candidates: int = Field(description="Candidates per query (at most).")
+    model: str | None = Field(None, description="Model the sidecar served.")
+    rows: list[QualityRow] = Field(description="One row per ranker.")
+    max_score_difference: float | None = Field(
+        None, description="Largest |sidecar - in-process| raw score over all pairs."
+    )
+
+
+def score_via_sidecar(url: str, benchmark: Benchmark, timeout_s: float = 600.0) -> tuple[dict[str, np.ndarray], str]:
+    """Raw scores of every topic from a running sidecar's /rerank, and the model it reported."""
+    scores: dict[str, np.ndarray] = {}
+    model = ""
+    with httpx.Client(base_url=url, timeout=timeout_s) as client, Progress(transient=True) as progress:
+        task = progress.add_task("scoring through the sidecar", total=len(benchmark.topics))
+        for topic in benchmark.topics:
+            response = client.post(
+                "/rerank",
+                json={"query": topic.query, "documents": [c.text for c in topic.candidates], "raw_scores": True},
+            )
+            response.raise_for_status()
+            body = response.json()
+            scores[topic.qid], model = np.array(body["scores"], dtype=np.float64), body["model"]
+            progress.advance(task)
+    return scores, model
+
+
+def score_in_process(benchmark: Benchmark) -> dict[str, np.ndarray]:
+    """Raw scores from the configured model loaded in this process (same settings as a sidecar would use)."""
+    from ..config import Settings
+    from ..engine.scheduler import BatchBudget
+    from ..models.registry import load_scorer
+    from ..models.resolve import force_offline
+    from .inprocess import score_benchmark
+
+    force_offline()
+    settings = Settings()
+    scorer = load_scorer(settings)
+    try:
+        return score_benchmark(scorer, benchmark, BatchBudget(settings.max_batch_tokens, settings.max_batch_pairs))
+    finally:
+        scorer.close()
+
+
+def quality_report(benchmark: Benchmark, data: str, url: str | None, in_process: bool) -> QualityReport:
+    rows = [QualityRow(ranker="positional", **vars_of(evaluate(benchmark, positional_scores(benchmark))))]
+    sidecar = local = None
+    model = None
+    if url:
+        sidecar, model = score_via_sidecar(url, benchmark)
+        rows.append(QualityRow(ranker="sidecar", **vars_of(evaluate(benchmark, sidecar))))
+    if in_process:
+        local = score_in_process(benchmark)
+        rows.append(QualityRow(ranker="in-process", **vars_of(evaluate(benchmark, local))))
+    difference = None
+    if sidecar is not None and local is not None:
+        difference = max(float(np.max(np.abs(sidecar[qid] - local[qid]))) for qid in sidecar)
+    candidates = max((len(t.candidates) for t in benchmark.topics), default=0)
+    return QualityReport(data=data, topics=len(benchmark.topics), candidates=candidates, model=model, rows=rows,
+                         max_score_difference=difference)
+
+
+def vars_of(quality: object) -> dict[str, float]:
+    return {name: getattr(quality, name) for name in ("ndcg10", "mrr10", "recall10")}
+
+
+def print_quality(report: QualityReport) -> None:
+    table = Table(title=f"bench quality: {report.topics} queries x {report.candidates} candidates ({report.model})")
+    for column in ("ranker", "NDCG@10", "MRR@10", "Recall@10"):
+        table.add_column(column, justify="right")
+    for row in report.rows:
+        table.add_row(row.ranker, f"{row.ndcg10:.4f}", f"{row.mrr10:.4f}", f"{row.recall10:.4f}")
+    console.print(table)
+    if report.max_score_difference is not None:
+        console.print(f"largest |sidecar - in-process| raw score difference: {report.max_score_difference:.2e}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    benchmark = load_benchmark(Path(args.data)).limited(args.max_topics, args.max_candidates)
+    report = quality_report(benchmark, args.data, args.url, args.in_process)
+    print_quality(report)
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(report.model_dump(), indent=2))
+    return 0
+
+
+def add_parser(subcommands: argparse._SubParsersAction) -> None:
+    """Adds `bench quality` to the `bench` command group."""
+    parser = subcommands.add_parser("quality", help="NDCG@10 / MRR@10 / Recall@10: first-stage order vs sidecar "
+                                                    "vs in-process")
+    parser.add_argument("--data", default=default_data_dir(), help="directory with bm25-top100.json and qrels.txt")
+    parser.add_argument("--url", help="running sidecar to score through (e.g. http://127.0.0.1:8765)")
+    parser.add_argument("--in-process", action="store_true", help="also score with the configured model in-process")
+    parser.add_argument("--max-topics", type=int, help="only the first N queries")
+    parser.add_argument("--max-candidates", type=int, help="only the first N candidates of each query")
+    parser.add_argument("--json", dest="json_out", help="write the results to this JSON file")
+    parser.set_defaults(handler=_run)

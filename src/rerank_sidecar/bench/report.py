@@ -1,0 +1,159 @@
+"""`rerank-sidecar bench report`: BENCHMARKS.md from the JSON results of the other bench commands."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+from .backends import BackendsReport
+from .load import LoadReport
+from .memory import MemoryReport
+from .quality import QualityReport
+
+# File names `scripts/bench.sh` writes into the results directory.
+RESULT_FILES = {
+    "quality": "quality.json",
+    "backends": "backends.json",
+    "load": "load.json",
+    "sweep": "sweep.json",
+    "memory": "memory.json",
+}
+SWEEP_PLOT = "sweep.png"
+
+
+def _machine() -> str:
+    from ..models.device import available_cores
+
+    import psutil
+
+    memory = psutil.virtual_memory().total / 2**30
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {available_cores()} cores available, {memory:.0f} GiB RAM, {platform.system()} {platform.release()}"
+
+
+def _versions() -> str:
+    names = ("rerank-sidecar", "torch", "transformers", "onnxruntime", "fastapi", "uvicorn")
+    return ", ".join(f"{name} {version(name)}" for name in names) + f", Python {platform.python_version()}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(row) + " |" for row in rows), ""]
+
+
+def _quality(report: QualityReport) -> list[str]:
+    lines = [f"## Ranking quality: TREC DL 2020 ({report.topics} queries x {report.candidates} BM25 candidates)", "",
+             f"Model served: `{report.model}`. Positional = the BM25 order (what a consumer without a reranker uses).",
+             ""]
+    lines += _table(["ranker", "NDCG@10", "MRR@10", "Recall@10"],
+                    [[r.ranker, f"{r.ndcg10:.4f}", f"{r.mrr10:.4f}", f"{r.recall10:.4f}"] for r in report.rows])
+    if report.max_score_difference is not None:
+        lines += [f"Largest sidecar vs in-process raw score difference: {report.max_score_difference:.1e}.", ""]
+    return lines
+
+
+def _backends(report: BackendsReport) -> list[str]:
+    lines = [f"## Backends in-process ({report.threads} threads)", "",
+             "Speed: MiniLM-L6-shaped cross-encoder (the embedded model's encoder with an untrained head), "
+             "the same TREC DL 2020 pairs for each backend. Quality: the embedded bi-encoder.", ""]
+    lines += _table(["backend", "model", "pairs", "mean tokens", "pairs/s", "load s", "NDCG@10"],
+                    [[r.backend, r.model, str(r.pairs), f"{r.mean_tokens:.0f}", f"{r.pairs_per_s:.1f}",
+                      f"{r.load_s:.1f}", "" if r.ndcg10 is None else f"{r.ndcg10:.4f}"]
+                     for r in [*report.speed, *report.quality]])
+    lines += [f"onnx int8 / torch fp32 pairs/s: **{report.int8_over_torch:.2f}x**.", ""]
+    return lines
+
+
+def _load(report: LoadReport, title: str) -> list[str]:
+    lines = [f"## {title}: `{report.model}`, backend {report.backend}", ""]
+    lines += _table(["scheduler", "workload", "clients", "docs/req", "ok", "503", "pairs/s", "req/s", "p50 ms",
+                     "p95 ms", "p99 ms"],
+                    [[r.configuration, r.workload, str(r.concurrency), str(r.documents), str(r.requests),
+                      str(r.rejected), f"{r.pairs_per_s:.1f}", f"{r.requests_per_s:.1f}", f"{r.p50_ms:.0f}",
+                      f"{r.p95_ms:.0f}", f"{r.p99_ms:.0f}"] for r in report.results])
+    by_key = {(r.configuration, r.workload): r for r in report.results}
+    ratios = []
+    for workload in dict.fromkeys(r.workload for r in report.results):
+        batched, serial = by_key.get(("batched", workload)), by_key.get(("serial", workload))
+        if batched and serial:
+            ceiling = (f", {batched.pairs_per_s / report.ceiling_pairs_per_s:.2f}x the in-process ceiling"
+                       if report.ceiling_pairs_per_s else "")
+            ratios.append(f"- {workload}: throughput batched/serial {batched.pairs_per_s / serial.pairs_per_s:.2f}x, "
+                          f"p99 batched/serial {batched.p99_ms / serial.p99_ms:.2f}x{ceiling}")
+    if report.ceiling_pairs_per_s:
+        ratios.append(f"- in-process ceiling: {report.ceiling_pairs_per_s:.1f} pairs/s at batch {report.ceiling_batch}")
+    return lines + ratios + [""]
+
+
+def _memory(report: MemoryReport) -> list[str]:
+    lines = [f"## Memory: one sidecar vs N in-process copies (`{report.model}`)", "",
+             "Sidecar rows: the sidecar plus N thin HTTP client processes. In-process rows: N processes that each "
+             "load the model. PSS splits shared pages between processes, so it adds up across them.", ""]
+    return lines + _table(["consumers", "layout", "RSS MiB", "PSS MiB"],
+                          [[str(r.consumers), r.layout, f"{r.rss_mib:.0f}", f"{r.pss_mib:.0f}"] for r in report.rows])
+
+
+def render(results: Path, plot_link: str | None) -> str:
+    sections: list[str] = []
+    loaders: dict[str, Callable[[str], list[str]]] = {
+        "quality": lambda text: _quality(QualityReport.model_validate_json(text)),
+        "backends": lambda text: _backends(BackendsReport.model_validate_json(text)),
+        "load": lambda text: _load(LoadReport.model_validate_json(text), "Load: W1, W2, W3"),
+        "sweep": lambda text: _load(LoadReport.model_validate_json(text), "Concurrency sweep"),
+        "memory": lambda text: _memory(MemoryReport.model_validate_json(text)),
+    }
+    for name, file_name in RESULT_FILES.items():
+        path = results / file_name
+        if path.is_file():
+            sections += loaders[name](path.read_text())
+            if name == "sweep" and plot_link:
+                sections += [f"![latency and throughput against concurrency]({plot_link})", ""]
+    header = [
+        "# Benchmarks", "",
+        "Written by `rerank-sidecar bench report` from the JSON results of the bench commands; "
+        "reproduce everything with `scripts/bench.sh` (commands below).", "",
+        f"- Date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- Machine: {_machine()}",
+        f"- Versions: {_versions()}", "",
+    ]
+    script = _bench_script()
+    commands = ["## Reproduce", "", "```sh", *script.read_text().splitlines(), "```", ""] if script.is_file() else []
+    return "\n".join(header + sections + commands)
+
+
+def _bench_script() -> Path:
+    return Path(__file__).resolve().parents[3] / "scripts" / "bench.sh"
+
+
+def _run(args: argparse.Namespace) -> int:
+    results = Path(args.results)
+    out = Path(args.out)
+    plot = results / SWEEP_PLOT
+    plot_link = None
+    if plot.is_file():
+        target = out.parent / "docs" / "bench" / SWEEP_PLOT
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(plot.read_bytes())
+        plot_link = str(target.relative_to(out.parent))
+    out.write_text(render(results, plot_link))
+    print(f"wrote {out}")
+    return 0
+
+
+def add_parser(subcommands: argparse._SubParsersAction) -> None:
+    """Adds `bench report` to the `bench` command group."""
+    parser = subcommands.add_parser("report", help="write BENCHMARKS.md from the bench commands' JSON results")
+    parser.add_argument("--results", default="bench-results", help="directory holding the *.json results")
+    parser.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to write")
+    parser.set_defaults(handler=_run)

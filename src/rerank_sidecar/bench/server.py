@@ -1,0 +1,75 @@
+"""A sidecar subprocess for benchmarks: loopback only, free port, always stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+@dataclass(frozen=True, slots=True)
+class BenchServer:
+    """A running benchmark sidecar."""
+
+    url: str
+    """Base URL on 127.0.0.1."""
+    pid: int
+    """Process id, for memory readings."""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def bench_server(settings: Mapping[str, str], ready_timeout_s: float = 120.0) -> Iterator[BenchServer]:
+    """Starts `rerank-sidecar serve` with RERANK_* `settings`, warms it up, yields it, and stops it."""
+    port = _free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="rerank-bench-"))
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RERANK_")}
+    env.update({f"RERANK_{key.upper()}": value for key, value in settings.items()})
+    env.setdefault("RERANK_LOG_PATH", str(workdir / "requests.jsonl"))
+    output = (workdir / "server.out").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rerank_sidecar.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning"],
+        env=env, stdout=output, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, process, ready_timeout_s, workdir / "server.out")
+        yield BenchServer(url, process.pid)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        output.close()
+
+
+def _wait_ready(url: str, process: subprocess.Popen, timeout_s: float, output: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"benchmark sidecar exited with {process.returncode}:\n{output.read_text()}")
+        try:
+            httpx.get(f"{url}/health", timeout=1.0).raise_for_status()
+            httpx.post(f"{url}/warmup", timeout=timeout_s).raise_for_status()
+            return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise TimeoutError(f"benchmark sidecar at {url} not ready within {timeout_s} s:\n{output.read_text()}")

@@ -1,0 +1,501 @@
+"""Python clients of the sidecar, sync and async: typed results, timeouts, retries, positional fallback.
+
+Both clients retry connection errors and 503 answers with exponential backoff, waiting at least as
+long as the server's `Retry-After` says. A `Retry-After` longer than `RetryPolicy.max_retry_after_s`
+ends the retries at once: waiting less would not honour it, and waiting that long stalls the caller.
+With `fallback="positional"`, a rerank that cannot reach the sidecar returns positional scores
+(1 / (1 + rank), input order kept) flagged `fallback=True` instead of raising; an answer the sidecar
+gives, an error included, is never replaced.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base, wait_exponential_jitter
+
+from .api.compat_schemas import (
+    BilledUnits,
+    CompatMeta,
+    CompatRerankRequest,
+    CompatRerankResponse,
+    CompatRerankResult,
+    CompatUsage,
+    DocumentObject,
+)
+from .api.schemas import (
+    ErrorResponse,
+    HealthResponse,
+    RerankBatchGroup,
+    RerankBatchRequest,
+    RerankBatchResponse,
+    RerankGroupResult,
+    RerankRequest,
+    RerankResponse,
+    RerankResult,
+    WarmupResponse,
+)
+from .config import Settings
+
+Fallback = Literal["none", "positional"]
+CompatVersion = Literal["v1", "v2"]
+Reply = TypeVar("Reply")
+
+POSITIONAL_MODEL_ID = "fallback:positional"
+
+# Loopback addresses to connect to when the server binds every interface.
+_WILDCARD_HOSTS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
+
+# Transport failures that mean "no connection": safe to retry, since every route is idempotent.
+# A read timeout is not among them: the server is up but slow, and a retry would add to its load.
+_CONNECTION_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadError, httpx.WriteError,
+                      httpx.RemoteProtocolError)
+
+
+class SidecarError(RuntimeError):
+    """Any failure of a sidecar call."""
+
+
+class SidecarUnreachable(SidecarError):
+    """No HTTP answer came back (refused, reset, timed out), retries included."""
+
+    def __init__(self, url: str, cause: httpx.TransportError) -> None:
+        super().__init__(f"no answer from the rerank sidecar at {url}: {type(cause).__name__}: {cause}")
+        self.url = url
+        self.cause = cause
+
+
+class SidecarHTTPError(SidecarError):
+    """The sidecar answered with an error status; `type` and `message` come from its error body."""
+
+    def __init__(self, status: int, type_: str, message: str, retry_after_s: float | None) -> None:
+        super().__init__(f"HTTP {status} {type_}: {message}")
+        self.status = status
+        self.type = type_
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+class RetryPolicy(BaseModel):
+    """How often and how patiently a client retries connection errors and 503s."""
+
+    model_config = ConfigDict(frozen=True)
+
+    attempts: int = Field(4, ge=1, description="Tries in all, the first included; 1 disables retries.")
+    initial_backoff_s: float = Field(0.2, ge=0, description="First backoff when the server names no Retry-After.")
+    max_backoff_s: float = Field(5.0, ge=0, description="Longest exponential backoff between two tries.")
+    max_retry_after_s: float = Field(30.0, ge=0, description="Longest Retry-After honoured; past it, fail at once.")
+
+
+class RerankReply(RerankResponse):
+    """POST /rerank's answer as the client returns it, or the positional fallback."""
+
+    fallback: bool = Field(False, description="True when the sidecar was unreachable and these are positional scores.")
+
+
+class RerankBatchReply(RerankBatchResponse):
+    """POST /rerank/batch's answer as the client returns it, or the positional fallback."""
+
+    fallback: bool = Field(False, description="True when the sidecar was unreachable and these are positional scores.")
+
+
+class CompatRerankReply(CompatRerankResponse):
+    """POST /v1/rerank or /v2/rerank's answer as the client returns it, or the positional fallback."""
+
+    fallback: bool = Field(False, description="True when the sidecar was unreachable and these are positional scores.")
+
+
+def sidecar_url(settings: Settings) -> str:
+    """The URL a local client reaches the configured sidecar at."""
+    host = _WILDCARD_HOSTS.get(settings.sidecar_host, settings.sidecar_host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.sidecar_port}"
+
+
+def positional_scores(count: int) -> list[float]:
+    """1 / (1 + rank) for ranks 0 .. count-1: the order the caller gave, kept."""
+    return [1.0 / (1 + rank) for rank in range(count)]
+
+
+def _positional_group(documents: Sequence[str], top_n: int | None, return_documents: bool) -> RerankGroupResult:
+    scores = positional_scores(len(documents))
+    return RerankGroupResult(
+        scores=scores,
+        results=[
+            RerankResult(
+                index=index, relevance_score=scores[index], document=documents[index] if return_documents else None
+            )
+            for index in range(len(documents))[:top_n]
+        ],
+        truncated=[],
+    )
+
+
+def positional_reply(request: RerankRequest) -> RerankReply:
+    """What consumers did before the sidecar, flagged as fallback."""
+    group = _positional_group(request.documents, request.top_n, request.return_documents)
+    return RerankReply(model=POSITIONAL_MODEL_ID, revision="", scores=group.scores, results=group.results,
+                       truncated=group.truncated, latency_ms=0.0, fallback=True)
+
+
+def positional_batch_reply(request: RerankBatchRequest) -> RerankBatchReply:
+    """Positional scores for every group, flagged as fallback."""
+    groups = [_positional_group(group.documents, request.top_n, request.return_documents) for group in request.groups]
+    return RerankBatchReply(model=POSITIONAL_MODEL_ID, revision="", groups=groups, latency_ms=0.0, fallback=True)
+
+
+def positional_compat_reply(request: CompatRerankRequest) -> CompatRerankReply:
+    """Positional scores in the Cohere/Jina shape, flagged as fallback; nothing was billed or read."""
+    scores = positional_scores(len(request.documents))
+    return CompatRerankReply(
+        id="",
+        model=POSITIONAL_MODEL_ID,
+        results=[
+            CompatRerankResult(
+                index=index,
+                relevance_score=scores[index],
+                document=_echoed(request.documents[index]) if request.return_documents else None,
+            )
+            for index in range(len(request.documents))[:request.top_n]
+        ],
+        meta=CompatMeta(billed_units=BilledUnits(search_units=0)),
+        usage=CompatUsage(prompt_tokens=0, total_tokens=0),
+        fallback=True,
+    )
+
+
+def _echoed(document: str | DocumentObject) -> dict[str, Any]:
+    """A document as the compatible routes echo it: `{text}` for a string, every key of an object."""
+    return {"text": document} if isinstance(document, str) else document.model_dump(exclude_none=True)
+
+
+def retry_after_s(header: str | None) -> float | None:
+    """Seconds a `Retry-After` header asks for (delta-seconds or an HTTP date); None without one."""
+    if header is None:
+        return None
+    header = header.strip()
+    if header.isdigit():
+        return float(header)
+    try:
+        when = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _is_retryable(error: BaseException) -> bool:
+    if isinstance(error, SidecarHTTPError):
+        return error.status == 503
+    return isinstance(error, _CONNECTION_ERRORS)
+
+
+class _WaitRetryAfter(wait_base):
+    """The server's Retry-After when it sent one, else the backoff strategy."""
+
+    def __init__(self, backoff: wait_base) -> None:
+        self.backoff = backoff
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(error, SidecarHTTPError) and error.retry_after_s is not None:
+            return error.retry_after_s
+        return self.backoff(retry_state)
+
+
+class _StopOnLongRetryAfter(stop_base):
+    """Stops when the server asks for a longer wait than the caller accepts."""
+
+    def __init__(self, max_retry_after_s: float) -> None:
+        self.max_retry_after_s = max_retry_after_s
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        return (
+            isinstance(error, SidecarHTTPError)
+            and error.retry_after_s is not None
+            and error.retry_after_s > self.max_retry_after_s
+        )
+
+
+def _retry_options(policy: RetryPolicy) -> dict:
+    """tenacity options shared by the sync and the async client."""
+    return {
+        "retry": retry_if_exception(_is_retryable),
+        "stop": stop_after_attempt(policy.attempts) | _StopOnLongRetryAfter(policy.max_retry_after_s),
+        "wait": _WaitRetryAfter(
+            wait_exponential_jitter(
+                multiplier=policy.initial_backoff_s, max=policy.max_backoff_s, jitter=policy.initial_backoff_s
+            )
+        ),
+        "reraise": True,
+    }
+
+
+def _checked(response: httpx.Response) -> httpx.Response:
+    """The response itself on success; a SidecarHTTPError carrying the server's error body otherwise."""
+    if response.is_success:
+        return response
+    try:
+        error = ErrorResponse.model_validate_json(response.content).error
+        kind, message = error.type, error.message
+    except ValidationError:
+        kind, message = "http_error", response.text[:500] or response.reason_phrase
+    raise SidecarHTTPError(response.status_code, kind, message, retry_after_s(response.headers.get("retry-after")))
+
+
+@dataclass(frozen=True, slots=True)
+class _Call(Generic[Reply]):
+    """One route call as both clients make it: what to send, how to read the answer, what to fall back on."""
+
+    method: str
+    """HTTP method."""
+    path: str
+    """Route path."""
+    body: dict[str, Any] | None
+    """JSON body, or None."""
+    parse: Callable[[bytes], Reply]
+    """Turns a 2xx body into the typed reply."""
+    positional: Callable[[], Reply] | None = None
+    """The positional fallback reply; None for routes that have none (health, warmup)."""
+
+
+def _health_call() -> _Call[HealthResponse]:
+    return _Call("GET", "/health", None, HealthResponse.model_validate_json)
+
+
+def _warmup_call() -> _Call[WarmupResponse]:
+    return _Call("POST", "/warmup", None, WarmupResponse.model_validate_json)
+
+
+def _rerank_call(request: RerankRequest) -> _Call[RerankReply]:
+    body = request.model_dump(exclude_none=True)
+    return _Call("POST", "/rerank", body, RerankReply.model_validate_json, lambda: positional_reply(request))
+
+
+def _batch_call(request: RerankBatchRequest) -> _Call[RerankBatchReply]:
+    body = request.model_dump(exclude_none=True)
+    return _Call("POST", "/rerank/batch", body, RerankBatchReply.model_validate_json,
+                 lambda: positional_batch_reply(request))
+
+
+def _compat_call(request: CompatRerankRequest, version: CompatVersion) -> _Call[CompatRerankReply]:
+    body = request.model_dump(exclude_none=True)
+    return _Call("POST", f"/{version}/rerank", body, CompatRerankReply.model_validate_json,
+                 lambda: positional_compat_reply(request))
+
+
+def _batch_request(groups: Sequence[tuple[str, Sequence[str]]], **options: Any) -> RerankBatchRequest:
+    return RerankBatchRequest(
+        groups=[RerankBatchGroup(query=query, documents=list(documents)) for query, documents in groups], **options
+    )
+
+
+def _client_options(base_url: str | None, api_key: str | None, timeout_s: float, connect_timeout_s: float) -> dict:
+    """httpx options shared by both clients; an unset URL or key comes from Settings."""
+    settings = Settings() if base_url is None or api_key is None else None
+    url = base_url if base_url is not None else sidecar_url(settings)
+    key = api_key if api_key is not None else settings.api_key
+    return {
+        "base_url": url,
+        "timeout": httpx.Timeout(timeout_s, connect=connect_timeout_s),
+        "headers": {"Authorization": f"Bearer {key}"} if key else {},
+    }
+
+
+class SidecarClient:
+    """Blocking client: `with SidecarClient() as client: client.rerank(query, documents)`.
+
+    Unset `base_url` and `api_key` come from Settings (RERANK_SIDECAR_HOST/PORT, RERANK_API_KEY).
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 120.0,
+        connect_timeout_s: float = 2.0,
+        retry: RetryPolicy = RetryPolicy(),
+        fallback: Fallback = "none",
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.retry = retry
+        self.fallback = fallback
+        self._http = httpx.Client(
+            transport=transport, **_client_options(base_url, api_key, timeout_s, connect_timeout_s)
+        )
+
+    @property
+    def base_url(self) -> str:
+        return str(self._http.base_url).rstrip("/")
+
+    def __enter__(self) -> SidecarClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def health(self) -> HealthResponse:
+        """GET /health: liveness and model state."""
+        return self._run(_health_call())
+
+    def warmup(self) -> WarmupResponse:
+        """POST /warmup: loads the model if needed and runs one forward pass."""
+        return self._run(_warmup_call())
+
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        instruction: str | None = None,
+        raw_scores: bool = False,
+        return_documents: bool = False,
+        model: str | None = None,
+    ) -> RerankReply:
+        """POST /rerank: `scores` in input order, `results` best first."""
+        request = RerankRequest(query=query, documents=list(documents), top_n=top_n, instruction=instruction,
+                                raw_scores=raw_scores, return_documents=return_documents, model=model)
+        return self.rerank_request(request)
+
+    def rerank_request(self, request: RerankRequest) -> RerankReply:
+        """POST /rerank with a ready request."""
+        return self._run(_rerank_call(request))
+
+    def rerank_batch(self, groups: Sequence[tuple[str, Sequence[str]]], **options: Any) -> RerankBatchReply:
+        """POST /rerank/batch with (query, documents) groups; options are RerankBatchRequest's."""
+        return self.rerank_batch_request(_batch_request(groups, **options))
+
+    def rerank_batch_request(self, request: RerankBatchRequest) -> RerankBatchReply:
+        """POST /rerank/batch with a ready request."""
+        return self._run(_batch_call(request))
+
+    def compat_rerank(self, request: CompatRerankRequest, version: CompatVersion = "v2") -> CompatRerankReply:
+        """POST /v1/rerank or /v2/rerank (Cohere/Jina shape)."""
+        return self._run(_compat_call(request, version))
+
+    def _run(self, call: _Call[Reply]) -> Reply:
+        try:
+            response = self._send(call)
+        except SidecarUnreachable:
+            if self.fallback == "positional" and call.positional is not None:
+                return call.positional()
+            raise
+        return call.parse(response.content)
+
+    def _send(self, call: _Call) -> httpx.Response:
+        def attempt() -> httpx.Response:
+            return _checked(self._http.request(call.method, call.path, json=call.body))
+
+        try:
+            return Retrying(**_retry_options(self.retry))(attempt)
+        except httpx.TransportError as error:
+            raise SidecarUnreachable(self.base_url, error) from error
+
+
+class AsyncSidecarClient:
+    """asyncio client: `async with AsyncSidecarClient() as client: await client.rerank(query, documents)`.
+
+    Unset `base_url` and `api_key` come from Settings (RERANK_SIDECAR_HOST/PORT, RERANK_API_KEY).
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 120.0,
+        connect_timeout_s: float = 2.0,
+        retry: RetryPolicy = RetryPolicy(),
+        fallback: Fallback = "none",
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.retry = retry
+        self.fallback = fallback
+        self._http = httpx.AsyncClient(
+            transport=transport, **_client_options(base_url, api_key, timeout_s, connect_timeout_s)
+        )
+
+    @property
+    def base_url(self) -> str:
+        return str(self._http.base_url).rstrip("/")
+
+    async def __aenter__(self) -> AsyncSidecarClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def health(self) -> HealthResponse:
+        """GET /health: liveness and model state."""
+        return await self._run(_health_call())
+
+    async def warmup(self) -> WarmupResponse:
+        """POST /warmup: loads the model if needed and runs one forward pass."""
+        return await self._run(_warmup_call())
+
+    async def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        instruction: str | None = None,
+        raw_scores: bool = False,
+        return_documents: bool = False,
+        model: str | None = None,
+    ) -> RerankReply:
+        """POST /rerank: `scores` in input order, `results` best first."""
+        request = RerankRequest(query=query, documents=list(documents), top_n=top_n, instruction=instruction,
+                                raw_scores=raw_scores, return_documents=return_documents, model=model)
+        return await self.rerank_request(request)
+
+    async def rerank_request(self, request: RerankRequest) -> RerankReply:
+        """POST /rerank with a ready request."""
+        return await self._run(_rerank_call(request))
+
+    async def rerank_batch(self, groups: Sequence[tuple[str, Sequence[str]]], **options: Any) -> RerankBatchReply:
+        """POST /rerank/batch with (query, documents) groups; options are RerankBatchRequest's."""
+        return await self.rerank_batch_request(_batch_request(groups, **options))
+
+    async def rerank_batch_request(self, request: RerankBatchRequest) -> RerankBatchReply:
+        """POST /rerank/batch with a ready request."""
+        return await self._run(_batch_call(request))
+
+    async def compat_rerank(self, request: CompatRerankRequest, version: CompatVersion = "v2") -> CompatRerankReply:
+        """POST /v1/rerank or /v2/rerank (Cohere/Jina shape)."""
+        return await self._run(_compat_call(request, version))
+
+    async def _run(self, call: _Call[Reply]) -> Reply:
+        try:
+            response = await self._send(call)
+        except SidecarUnreachable:
+            if self.fallback == "positional" and call.positional is not None:
+                return call.positional()
+            raise
+        return call.parse(response.content)
+
+    async def _send(self, call: _Call) -> httpx.Response:
+        async def attempt() -> httpx.Response:
+            return _checked(await self._http.request(call.method, call.path, json=call.body))
+
+        try:
+            return await AsyncRetrying(**_retry_options(self.retry))(attempt)
+        except httpx.TransportError as error:
+            raise SidecarUnreachable(self.base_url, error) from error

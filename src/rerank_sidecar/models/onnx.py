@@ -1,0 +1,113 @@
+"""ONNX Runtime backend on the CPU: the cross-encoder and bi-encoder families, fp32 or dynamic int8.
+
+Each scorer subclasses its family's torch scorer and keeps its tokenization (encode, pad,
+query fitting, chunk windows) unchanged; only the forward pass moves to an onnxruntime
+session over a file that `onnx_export` exported once and cached. The torch weights are loaded
+only to export, never held while serving.
+
+Qwen3-Reranker stays on torch: it is a decoder whose score needs the last position's logits for
+two tokens only; exporting it means a large causal-LM graph (0.6B-8B parameters, past 2 GB with
+external weight files) with rotary position ids and left padding to trace, a slow export on first
+start, and dynamic int8 of such decoders costs measurable ranking quality; on the CPU it is too
+slow to be a default either way, and on a GPU torch is the right runtime.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnxruntime
+import torch
+from transformers import AutoConfig
+
+from ..config import Settings
+from .base import Calibration, EncodedPair, Family, ScorerInfo
+from .bi_encoder import BiEncoderScorer, mean_pooled
+from .cross_encoder import CrossEncoderScorer
+from .device import inference_threads
+from .onnx_export import ExportSpec, Graph, Quantize, ensure_onnx
+from .resolve import ResolvedModel
+
+
+class OnnxSession:
+    """One onnxruntime CPU session over the cached export of a model, and how it was obtained."""
+
+    def __init__(self, resolved: ResolvedModel, graph: Graph, settings: Settings) -> None:
+        if settings.device not in ("auto", "cpu"):
+            raise ValueError(
+                f"RERANK_BACKEND=onnx runs on the CPU only, but RERANK_DEVICE={settings.device}; "
+                "use RERANK_BACKEND=torch (or auto) for a GPU"
+            )
+        self.quantize: Quantize = settings.quantize
+        self.threads = inference_threads(settings.threads)
+        self.build = ensure_onnx(ExportSpec(resolved, graph, self.quantize), settings.cache_dir)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        # One batch at a time runs on the engine's worker thread: no parallelism between operators.
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        started = time.perf_counter()
+        self.session = onnxruntime.InferenceSession(
+            str(self.build.path), options, providers=["CPUExecutionProvider"]
+        )
+        self.session_s = time.perf_counter() - started
+        self.input_names = [node.name for node in self.session.get_inputs()]
+
+    def run(self, batch: Mapping[str, torch.Tensor]) -> np.ndarray:
+        """The graph's one output for a padded batch (torch tensors on the CPU, as the tokenizers give them)."""
+        return self.session.run(None, {name: batch[name].numpy() for name in self.input_names})[0]
+
+    def scorer_info(self, resolved: ResolvedModel, family: Family, max_length: int) -> ScorerInfo:
+        """What /health and /warmup report: the file, whether the cache served it, and its cost."""
+        return ScorerInfo(
+            model=resolved.model_id,
+            revision=resolved.revision,
+            family=family,
+            backend="onnx",
+            device="cpu",
+            dtype="int8" if self.quantize == "int8" else "float32",
+            max_length=max_length,
+            details={
+                "onnx_file": str(self.build.path),
+                "onnx_cache_hit": str(self.build.cache_hit).lower(),
+                "onnx_build_s": f"{self.build.build_s:.3f}",
+                "onnx_session_s": f"{self.session_s:.3f}",
+                "quantize": self.quantize,
+                "threads": str(self.threads),
+                "onnxruntime": onnxruntime.__version__,
+            },
+        )
+
+
+class OnnxCrossEncoderScorer(CrossEncoderScorer):
+    """The cross-encoder's tokenization, scored by onnxruntime: raw = the one logit."""
+
+    def __init__(self, resolved: ResolvedModel, settings: Settings) -> None:
+        # Not super().__init__: that loads the torch weights, which this backend must not hold.
+        self.device = torch.device("cpu")
+        self.setup_tokenization(resolved, settings, AutoConfig.from_pretrained(resolved.path, local_files_only=True))
+        self.onnx = OnnxSession(resolved, "sequence-classification", settings)
+        self.info = self.onnx.scorer_info(resolved, "cross-encoder", self.max_length)
+
+    def score_batch(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
+        return self.onnx.run(self.pad(pairs))[:, 0].astype(np.float64)
+
+
+class OnnxBiEncoderScorer(BiEncoderScorer):
+    """The bi-encoder's tokenization and cosine, with token states from onnxruntime."""
+
+    def __init__(self, resolved: ResolvedModel, settings: Settings, calibration: Calibration) -> None:
+        # Not super().__init__: that loads the torch weights, which this backend must not hold.
+        self.device = torch.device("cpu")
+        self.setup_tokenization(resolved, settings)
+        self.calibration = calibration
+        self.onnx = OnnxSession(resolved, "feature-extraction", settings)
+        self.info = self.onnx.scorer_info(resolved, "bi-encoder", self.max_length)
+
+    def embed(self, token_lists: Sequence[Sequence[int]]) -> torch.Tensor:
+        batch = self.tokenizer.pad({"input_ids": [list(ids) for ids in token_lists]}, return_tensors="pt")
+        hidden = torch.from_numpy(self.onnx.run(batch))
+        return mean_pooled(hidden, batch["attention_mask"])

@@ -1,0 +1,78 @@
+"""Scheduling seen from outside: 503 + Retry-After when the queue is full, /health stays quick, metrics show sharing."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import re
+import time
+
+def sample(metrics_text: str, name: str) -> float:
+    """The value of one sample line of Prometheus text."""
+    return float(re.search(rf"^{re.escape(name)} (\S+)$", metrics_text, re.MULTILINE).group(1))
+
+
+SHORT_DOCS = [f"document number {i} about topic {i % 7}" for i in range(1000)]
+
+
+def test_queue_full_is_503_with_retry_after(sidecar_factory) -> None:
+    server = sidecar_factory(max_queued_pairs="50", max_batch_pairs="4")
+    with server.client() as client:
+        client.post("/warmup").raise_for_status()
+
+        def rerank(documents: list[str]):
+            with server.client() as own:
+                return own.post("/rerank", json={"query": "topic 3", "documents": documents})
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first = pool.submit(rerank, SHORT_DOCS[:45])
+            time.sleep(0.3)
+            second = pool.submit(rerank, SHORT_DOCS[45:90])
+            first_response, second_response = first.result(), second.result()
+        assert first_response.status_code == 200
+        assert second_response.status_code == 503
+        assert int(second_response.headers["Retry-After"]) >= 1
+        error = second_response.json()["error"]
+        assert error["type"] == "queue_full" and "RERANK_MAX_QUEUED_PAIRS" in error["message"]
+
+        too_big = client.post("/rerank", json={"query": "q", "documents": SHORT_DOCS[:51]})
+        assert too_big.status_code == 413 and "50" in too_big.json()["error"]["message"]
+
+
+def test_health_answers_quickly_while_a_1000_document_request_is_scored(sidecar_factory) -> None:
+    server = sidecar_factory()
+    with server.client() as client:
+        client.post("/warmup").raise_for_status()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            big = pool.submit(client.post, "/rerank", json={"query": "topic 3", "documents": SHORT_DOCS})
+            with server.client() as prober:
+                latencies, busy = [], 0
+                while not big.done():
+                    started = time.perf_counter()
+                    health = prober.get("/health").json()
+                    latencies.append(time.perf_counter() - started)
+                    busy += health["queue_depth"] > 0
+                    time.sleep(0.05)
+            assert big.result().status_code == 200
+    assert busy >= 3, "the big request finished before /health could be probed during it"
+    assert max(latencies) < 0.1, f"slowest /health took {max(latencies) * 1000:.0f} ms"
+
+
+def test_metrics_show_concurrent_requests_sharing_batches(sidecar_factory) -> None:
+    server = sidecar_factory(max_batch_pairs="32")
+    with server.client() as client:
+        client.post("/warmup").raise_for_status()
+
+        def rerank(i: int) -> int:
+            with server.client() as own:
+                docs = SHORT_DOCS[i * 20 : i * 20 + 20]
+                return own.post("/rerank", json={"query": f"topic {i}", "documents": docs}).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(rerank, range(16))) == [200] * 16
+        metrics = client.get("/metrics").text
+    # Histogram of distinct requests per forward pass: some batch held pairs of two or more requests.
+    single = sample(metrics, 'rerank_batch_requests_bucket{le="1.0"}')
+    total = sample(metrics, "rerank_batch_requests_count")
+    assert total > single, metrics
+    scored = sample(metrics, "rerank_pairs_scored_total")
+    assert scored == 16 * 20 + 1  # every pair once, plus the warm-up pair

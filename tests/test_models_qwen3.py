@@ -1,0 +1,267 @@
+"""Qwen3-Reranker backend: parity with the model card's recipe through HTTP, windows, instructions, memory."""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from model_factory import TinyQwen3Cache, build_tiny_qwen3_cache
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from rerank_sidecar.config import Settings
+from rerank_sidecar.models.base import chunk_stride
+from rerank_sidecar.models.registry import load_scorer
+
+# The model card's strings, written out here independently of the backend under test.
+CARD_PREFIX = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
+    'provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+)
+CARD_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+CARD_DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+
+MAX_LENGTH = 128
+QUERY = "How do rivers move sediment to the sea?"
+CUSTOM_INSTRUCTION = "Given a geology question, find passages written for children"
+RIVER = (
+    "Rivers pick up sand and silt where the current is fast and drop it where the water slows, "
+    "building deltas at the coast. "
+)
+DOCUMENTS = [
+    "Sediment.",
+    "Rivers carry sediment downstream.",
+    "Quantum chromodynamics describes the strong interaction between quarks and gluons.",
+    RIVER * 2,
+    RIVER * 12,  # far past the 128-token window: truncated
+    "Bread rises because yeast ferments sugar and releases carbon dioxide. " * 9,  # truncated too
+    "",
+]
+LONG_QUERY = "Explain in detail, with examples, " * 30 + QUERY  # alone fills the window
+
+
+@functools.cache
+def model_card_model(snapshot: Path) -> tuple:
+    """Tokenizer and full causal LM, loaded as the model card loads them (once per snapshot)."""
+    tokenizer = AutoTokenizer.from_pretrained(snapshot, padding_side="left")
+    return tokenizer, AutoModelForCausalLM.from_pretrained(snapshot).eval()
+
+
+def model_card_raw_scores(
+    snapshot: Path, query: str, documents: list[str], instruction: str | None, max_length: int, keep_suffix: bool = True
+) -> tuple[np.ndarray, list[int]]:
+    """The Qwen3-Reranker model card's recipe, run as published (full forward, full-vocabulary logits).
+
+    Returns yes_logprob - no_logprob at the last position (which equals logit_yes - logit_no) and the indices
+    whose prompt body the recipe cut. `keep_suffix=False` is the naive alternative of cutting the whole prompt
+    to `max_length`, which loses the suffix on long inputs.
+    """
+    tokenizer, model = model_card_model(snapshot)
+    token_false_id = tokenizer.convert_tokens_to_ids("no")
+    token_true_id = tokenizer.convert_tokens_to_ids("yes")
+    prefix_tokens = tokenizer.encode(CARD_PREFIX, add_special_tokens=False)
+    suffix_tokens = tokenizer.encode(CARD_SUFFIX, add_special_tokens=False)
+    instruction = instruction or CARD_DEFAULT_INSTRUCTION
+    pairs = [f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}" for doc in documents]
+    budget = max_length - len(prefix_tokens) - len(suffix_tokens)
+    full = tokenizer(pairs, padding=False, truncation=False, return_attention_mask=False)["input_ids"]
+    cut = [index for index, ids in enumerate(full) if len(ids) > budget]
+    if keep_suffix:
+        inputs = tokenizer(
+            pairs, padding=False, truncation="longest_first", return_attention_mask=False, max_length=budget
+        )
+        for i, ele in enumerate(inputs["input_ids"]):
+            inputs["input_ids"][i] = prefix_tokens + ele + suffix_tokens
+    else:
+        inputs = {"input_ids": [(prefix_tokens + ids + suffix_tokens)[:max_length] for ids in full]}
+    inputs = tokenizer.pad(inputs, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        batch_scores = model(**inputs).logits[:, -1, :]
+    batch_scores = torch.stack([batch_scores[:, token_false_id], batch_scores[:, token_true_id]], dim=1)
+    log_probs = torch.nn.functional.log_softmax(batch_scores, dim=1)
+    return (log_probs[:, 1] - log_probs[:, 0]).double().numpy(), cut
+
+
+@pytest.fixture(scope="module")
+def qwen3_sidecar(tiny_qwen3_cache: TinyQwen3Cache, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    from conftest import sidecar_env, start_server
+
+    workdir = tmp_path_factory.mktemp("qwen3-sidecar")
+    env = sidecar_env(
+        workdir,
+        model_name=tiny_qwen3_cache.repo_id,
+        model_revision=tiny_qwen3_cache.sha,
+        max_length=str(MAX_LENGTH),
+    ) | tiny_qwen3_cache.env
+    server = start_server(workdir, env)
+    yield server
+    server.stop()
+
+
+def test_warmup_detects_qwen3_at_the_pinned_sha(qwen3_sidecar, tiny_qwen3_cache: TinyQwen3Cache) -> None:
+    with qwen3_sidecar.client() as client:
+        warm = client.post("/warmup")
+        assert warm.status_code == 200, warm.text
+        body = warm.json()
+        assert (body["model"], body["revision"], body["family"], body["backend"]) == (
+            tiny_qwen3_cache.repo_id, tiny_qwen3_cache.sha, "qwen3", "torch"
+        )
+        health = client.get("/health").json()
+        assert health["status"] == "ready" and health["revision"] == tiny_qwen3_cache.sha
+        assert (health["device"], health["dtype"]) == ("cpu", "float32")
+
+
+@pytest.mark.parametrize("instruction", [None, CUSTOM_INSTRUCTION], ids=["default-instruction", "custom-instruction"])
+def test_raw_scores_match_the_model_card(
+    qwen3_sidecar, tiny_qwen3_cache: TinyQwen3Cache, instruction: str | None
+) -> None:
+    expected, cut = model_card_raw_scores(tiny_qwen3_cache.snapshot, QUERY, DOCUMENTS, instruction, MAX_LENGTH)
+    assert np.ptp(expected) > 0.1, "the fixture's scores must spread, or parity at 1e-4 proves nothing"
+    payload = {"query": QUERY, "documents": DOCUMENTS, "raw_scores": True}
+    if instruction:
+        payload["instruction"] = instruction
+    with qwen3_sidecar.client() as client:
+        raw = client.post("/rerank", json=payload).json()
+        normalized = client.post("/rerank", json={**payload, "raw_scores": False}).json()
+    np.testing.assert_allclose(raw["scores"], expected, atol=1e-4, rtol=0)
+    assert sorted(raw["truncated"]) == cut and cut, "the long documents must be cut, and reported"
+    assert [result["index"] for result in raw["results"]] == np.argsort(-expected, kind="stable").tolist()
+    np.testing.assert_allclose(normalized["scores"], 1 / (1 + np.exp(-np.asarray(raw["scores"]))), atol=1e-9)
+
+
+def test_query_that_fills_the_window_is_cut_like_the_model_card(
+    qwen3_sidecar, tiny_qwen3_cache: TinyQwen3Cache
+) -> None:
+    """No room is left for any document: the body is cut from the right, the prefix and suffix stay."""
+    expected, cut = model_card_raw_scores(tiny_qwen3_cache.snapshot, LONG_QUERY, DOCUMENTS, None, MAX_LENGTH)
+    with qwen3_sidecar.client() as client:
+        raw = client.post("/rerank", json={"query": LONG_QUERY, "documents": DOCUMENTS, "raw_scores": True}).json()
+    np.testing.assert_allclose(raw["scores"], expected, atol=1e-4, rtol=0)
+    assert sorted(raw["truncated"]) == cut == list(range(len(DOCUMENTS)))
+
+
+def test_instruction_and_suffix_change_the_scores(qwen3_sidecar, tiny_qwen3_cache: TinyQwen3Cache) -> None:
+    """Sensitivity checks: the parity above would catch a dropped instruction or a cut suffix."""
+    default, cut = model_card_raw_scores(tiny_qwen3_cache.snapshot, QUERY, DOCUMENTS, None, MAX_LENGTH)
+    custom, _ = model_card_raw_scores(tiny_qwen3_cache.snapshot, QUERY, DOCUMENTS, CUSTOM_INSTRUCTION, MAX_LENGTH)
+    naive, _ = model_card_raw_scores(tiny_qwen3_cache.snapshot, QUERY, DOCUMENTS, None, MAX_LENGTH, keep_suffix=False)
+    assert np.abs(default - custom).min() > 1e-3
+    assert np.abs(default[cut] - naive[cut]).min() > 1e-3
+    with qwen3_sidecar.client() as client:
+        served = client.post("/rerank", json={"query": QUERY, "documents": DOCUMENTS, "raw_scores": True}).json()
+    assert np.abs(np.asarray(served["scores"])[cut] - naive[cut]).min() > 1e-3
+
+
+@pytest.fixture
+def offline_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading forces offline mode in this process; restore the variables it sets when the test ends."""
+    from huggingface_hub import constants as hub_constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", hub_constants.HF_HUB_OFFLINE)
+
+
+@pytest.fixture(scope="module")
+def padded_vocab_cache(tmp_path_factory: pytest.TempPathFactory) -> TinyQwen3Cache:
+    """The published checkpoints' padded 151,936-row vocabulary (the tokenizer uses 151,669 of them)."""
+    hf_home = tmp_path_factory.mktemp("hf-padded")
+    repo_id, sha = build_tiny_qwen3_cache(hf_home, vocab="padded", seed=1)
+    return TinyQwen3Cache(hf_home, repo_id, sha)
+
+
+def local_scorer(cache: TinyQwen3Cache, **settings):
+    """The Qwen3 scorer loaded in this process from the snapshot directory."""
+    return load_scorer(Settings(model_name=str(cache.snapshot), threads=2, **settings))
+
+
+def test_padded_vocabulary_scores_like_the_model_card(offline_process, padded_vocab_cache: TinyQwen3Cache) -> None:
+    scorer = local_scorer(padded_vocab_cache, max_length=MAX_LENGTH)
+    encoded = scorer.encode(QUERY, DOCUMENTS, None, "truncate", 1)
+    raw = scorer.score_batch([document.windows[0] for document in encoded])
+    expected, cut = model_card_raw_scores(padded_vocab_cache.snapshot, QUERY, DOCUMENTS, None, MAX_LENGTH)
+    np.testing.assert_allclose(raw, expected, atol=1e-4, rtol=0)
+    assert [index for index, document in enumerate(encoded) if document.truncated] == cut
+
+
+def test_instruction_falls_back_to_setting_then_model_card(offline_process, tiny_qwen3_cache: TinyQwen3Cache) -> None:
+    configured = local_scorer(tiny_qwen3_cache, instruction=CUSTOM_INSTRUCTION)
+    unset = local_scorer(tiny_qwen3_cache, instruction="")
+
+    def prompt(scorer, instruction: str | None) -> tuple[int, ...]:
+        return scorer.encode(QUERY, ["Rivers carry sediment."], instruction, "truncate", 1)[0].windows[0].input_ids
+
+    assert prompt(configured, None) == prompt(configured, CUSTOM_INSTRUCTION)
+    assert prompt(unset, None) == prompt(unset, CARD_DEFAULT_INSTRUCTION) != prompt(unset, CUSTOM_INSTRUCTION)
+    assert prompt(configured, "Find recipes") == prompt(unset, "Find recipes")
+
+
+def test_chunk_windows_keep_prompt_overlap_and_cap(offline_process, tiny_qwen3_cache: TinyQwen3Cache) -> None:
+    scorer = local_scorer(tiny_qwen3_cache, max_length=MAX_LENGTH)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen3_cache.snapshot)
+    prefix = tuple(tokenizer.encode(CARD_PREFIX, add_special_tokens=False))
+    suffix = tuple(tokenizer.encode(CARD_SUFFIX, add_special_tokens=False))
+    head = f"<Instruct>: {CARD_DEFAULT_INSTRUCTION}\n<Query>: {QUERY}\n<Document>:"
+    head_ids = tuple(tokenizer.encode(head, add_special_tokens=False))
+    long_doc = RIVER * 12
+    body_ids = tuple(tokenizer.encode(f"{head} {long_doc}", add_special_tokens=False))
+    assert body_ids[: len(head_ids)] == head_ids
+    doc_ids = body_ids[len(head_ids) :]
+
+    whole = scorer.encode(QUERY, [long_doc], None, "chunk", 100)[0]
+    capped = scorer.encode(QUERY, [long_doc], None, "chunk", 3)[0]
+    short = scorer.encode(QUERY, ["Rivers."], None, "chunk", 3)[0]
+    truncated = scorer.encode(QUERY, [long_doc], None, "truncate", 3)[0]
+
+    room = MAX_LENGTH - len(prefix) - len(suffix) - len(head_ids)
+    step = room - chunk_stride(room)
+    pieces = []
+    for window in whole.windows:
+        ids = window.input_ids
+        assert len(ids) <= MAX_LENGTH
+        assert ids[: len(prefix) + len(head_ids)] == prefix + head_ids and ids[-len(suffix) :] == suffix
+        pieces.append(ids[len(prefix) + len(head_ids) : -len(suffix)])
+    assert all(piece == doc_ids[i * step : i * step + room] for i, piece in enumerate(pieces))
+    assert pieces[-1][-1] == doc_ids[-1] and len(whole.windows) > 3 and not whole.truncated
+    assert capped.windows == whole.windows[:3] and capped.truncated
+    assert len(short.windows) == 1 and not short.truncated
+    assert truncated.windows == whole.windows[:1] and truncated.truncated
+
+
+MEMORY_PROBE = """
+import json, resource, sys
+import psutil
+from rerank_sidecar.config import Settings
+from rerank_sidecar.models.registry import load_scorer
+
+scorer = load_scorer(Settings(model_name=sys.argv[1], max_length=512, threads=2))
+words = "the river carries sediment from mountain valleys toward delta plains where farmers grow rice".split()
+documents = [" ".join(words[(i + j) % len(words)] for j in range(440)) + f" passage {i}" for i in range(64)]
+pairs = [doc.windows[0] for doc in scorer.encode("where does sediment go?", documents, None, "truncate", 1)]
+scorer.score_batch(pairs[:2])  # first-call allocations are not what is measured
+rss_before = psutil.Process().memory_info().rss
+raw = scorer.score_batch(pairs)
+peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+report = {"growth": peak_after - rss_before, "tokens": [p.cost for p in pairs], "vocab": len(scorer.tokenizer)}
+print(json.dumps(report | {"finite": bool(abs(raw).max() < 1e6)}))
+"""
+
+
+def test_real_vocabulary_batch_stays_small(tiny_qwen3_cache: TinyQwen3Cache) -> None:
+    """64 prompts of ~500 tokens: full-vocabulary logits at every position would be 64*512*151669*4 B = 20 GB."""
+    config = json.loads((tiny_qwen3_cache.snapshot / "config.json").read_text())
+    assert config["vocab_size"] == 151_669
+    probe = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, str(tiny_qwen3_cache.snapshot)],
+        capture_output=True, text=True, timeout=300, check=True,
+    )
+    report = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert len(report["tokens"]) == 64 and min(report["tokens"]) >= 480 and report["finite"]
+    assert report["vocab"] == 151_669
+    assert report["growth"] < 2**30, f"peak RSS grew by {report['growth'] / 2**20:.0f} MiB while scoring"

@@ -1,0 +1,40 @@
+"""Ranking quality of the embedded default on TREC DL 2020, through HTTP and in-process."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from rerank_sidecar.bench.quality import score_in_process, score_via_sidecar
+from rerank_sidecar.bench.trec import evaluate, load_benchmark, mrr_at, ndcg_at, positional_scores, recall_at
+
+BM25_NDCG10 = 0.4796
+
+
+def test_metrics_match_a_hand_computed_example() -> None:
+    grades = {"a": 3, "b": 0, "c": 2, "d": 1, "e": 2}
+    ranking = ["b", "c", "a", "x"]
+    dcg = 0 / math.log2(2) + 2 / math.log2(3) + 3 / math.log2(4) + 0
+    idcg = 3 / math.log2(2) + 2 / math.log2(3) + 2 / math.log2(4) + 1 / math.log2(5)
+    assert math.isclose(ndcg_at(ranking, grades), dcg / idcg, rel_tol=1e-12)
+    assert mrr_at(ranking, grades) == 0.5  # "c" (grade 2) at rank 2
+    assert math.isclose(recall_at(ranking, grades), 2 / 3)  # a, c of {a, c, e}
+    assert ndcg_at(["b", "x"], grades) == 0.0
+
+
+def test_bm25_order_reproduces_the_reference_figure(trec_dir) -> None:
+    benchmark = load_benchmark(trec_dir)
+    assert len(benchmark.topics) == 54
+    assert round(evaluate(benchmark, positional_scores(benchmark)).ndcg10, 4) == BM25_NDCG10
+
+
+def test_embedded_model_beats_bm25_through_http_and_equals_in_process(builtin_sidecar, trec_dir) -> None:
+    benchmark = load_benchmark(trec_dir)
+    served, model = score_via_sidecar(builtin_sidecar.url, benchmark)
+    local = score_in_process(benchmark)
+    served_ndcg = evaluate(benchmark, served).ndcg10
+    assert model == "builtin:all-MiniLM-L6-v2"
+    assert served_ndcg >= BM25_NDCG10 + 0.10, served_ndcg
+    assert abs(served_ndcg - evaluate(benchmark, local).ndcg10) <= 1e-6
+    assert max(float(np.max(np.abs(served[qid] - local[qid]))) for qid in served) < 1e-5
