@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .venv with Python 3.11+ and installs rerank-sidecar with its test extras.
+# Creates .venv with Python 3.11+ and installs rerank-sidecar with its test and ray extras.
 # Re-running is cheap: it reinstalls only when pyproject.toml changed since the last install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +31,7 @@ echo "install.sh: using $python ($("$python" --version 2>&1))"
 # resolver step from pulling a multi-GB CUDA build.
 .venv/bin/python -m pip install --quiet --upgrade pip || die "could not upgrade pip"
 .venv/bin/python -m pip install --quiet "torch==2.13.0" || die "could not install torch==2.13.0"
-.venv/bin/python -m pip install --quiet -e ".[test]" || die "pip install -e .[test] failed (see above)"
+.venv/bin/python -m pip install --quiet -e ".[test,ray]" || die "pip install -e .[test,ray] failed (see above)"
 
 .venv/bin/python - <<'PY' || die "import check failed: the environment is broken"
 import importlib

@@ -61,6 +61,7 @@ def loaded_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSer
         workdir,
         max_queued_pairs=str(QUEUE_LIMIT),
         max_batch_pairs="16",
+        threads="1",  # on a 2-core machine the load generator needs the other core
         log_max_bytes=str(LOG_MAX_BYTES),
         log_backups="200",
         log_text="true",  # longer lines, more rotations, and the text path under load

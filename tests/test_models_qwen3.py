@@ -235,20 +235,26 @@ def test_chunk_windows_keep_prompt_overlap_and_cap(offline_process, tiny_qwen3_c
 
 
 MEMORY_PROBE = """
-import json, resource, sys
-import psutil
+import json, sys
+from pathlib import Path
 from rerank_sidecar.config import Settings
 from rerank_sidecar.models.registry import load_scorer
+
+def status_kib(field):
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field + ":"))
+    return int(line.split()[1])
 
 scorer = load_scorer(Settings(model_name=sys.argv[1], max_length=512, threads=2))
 words = "the river carries sediment from mountain valleys toward delta plains where farmers grow rice".split()
 documents = [" ".join(words[(i + j) % len(words)] for j in range(440)) + f" passage {i}" for i in range(64)]
 pairs = [doc.windows[0] for doc in scorer.encode("where does sediment go?", documents, None, "truncate", 1)]
 scorer.score_batch(pairs[:2])  # first-call allocations are not what is measured
-rss_before = psutil.Process().memory_info().rss
+# Writing 5 to clear_refs resets the peak (VmHWM), so the peak below is the scoring's alone, not the load's.
+Path("/proc/self/clear_refs").write_text("5")
+rss_before = status_kib("VmRSS")
 raw = scorer.score_batch(pairs)
-peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
-report = {"growth": peak_after - rss_before, "tokens": [p.cost for p in pairs], "vocab": len(scorer.tokenizer)}
+growth = (status_kib("VmHWM") - rss_before) * 1024
+report = {"growth": growth, "tokens": [p.cost for p in pairs], "vocab": len(scorer.tokenizer)}
 print(json.dumps(report | {"finite": bool(abs(raw).max() < 1e6)}))
 """
 

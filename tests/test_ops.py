@@ -225,11 +225,13 @@ def test_framework_errors_use_the_one_shape(limited_app: TestClient) -> None:
     wrong_method = limited_app.get("/rerank")
     assert_error_shape(wrong_method, 405, "method_not_allowed")
     assert wrong_method.headers["allow"] == "POST"
-    malformed = limited_app.post("/rerank", content=b'{"query": "q", "documents": [', headers={"Content-Type": "application/json"})
+    as_json = {"Content-Type": "application/json"}
+    malformed = limited_app.post("/rerank", content=b'{"query": "q", "documents": [', headers=as_json)
     assert "invalid JSON" in assert_error_shape(malformed, 422, "validation_error")
     wrong_type = limited_app.post("/rerank", json={"query": "q", "documents": "not a list"})
     assert "documents" in assert_error_shape(wrong_type, 422, "validation_error")
-    not_json = limited_app.post("/rerank", content=b"query=q", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    as_form = {"Content-Type": "application/x-www-form-urlencoded"}
+    not_json = limited_app.post("/rerank", content=b"query=q", headers=as_form)
     assert "Content-Type: application/json" in assert_error_shape(not_json, 422, "validation_error")
 
 
@@ -243,7 +245,8 @@ def test_an_unexpected_exception_is_a_json_500_with_request_id_log_line_and_trac
 
     monkeypatch.setattr(app.state.engine, "rerank", broken_rerank)
     with caplog.at_level(logging.ERROR), TestClient(app, raise_server_exceptions=False) as client:
-        response = client.post("/rerank", json={"query": QUERY, "documents": [APPLE]}, headers={"X-Request-ID": "bug-1"})
+        body = {"query": QUERY, "documents": [APPLE]}
+        response = client.post("/rerank", json=body, headers={"X-Request-ID": "bug-1"})
         assert client.get("/health").status_code == 200  # and the app keeps serving
     message = assert_error_shape(response, 500, "internal_error")
     assert response.headers["x-request-id"] == "bug-1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from rerank_sidecar.bench.quality import score_in_process, score_via_sidecar
 from rerank_sidecar.bench.trec import evaluate, load_benchmark, mrr_at, ndcg_at, positional_scores, recall_at
@@ -29,6 +30,7 @@ def test_bm25_order_reproduces_the_reference_figure(trec_dir) -> None:
     assert round(evaluate(benchmark, positional_scores(benchmark)).ndcg10, 4) == BM25_NDCG10
 
 
+@pytest.mark.timeout(1500)
 def test_embedded_model_beats_bm25_through_http_and_equals_in_process(builtin_sidecar, trec_dir) -> None:
     benchmark = load_benchmark(trec_dir)
     served, model = score_via_sidecar(builtin_sidecar.url, benchmark)

@@ -25,6 +25,7 @@ CHECKS = (
     "content_type_conformance",
     "response_headers_conformance",
     "response_schema_conformance",
+    "negative_data_rejection",
 )
 # Per operation, for the fuzzing phase; the coverage phase's count depends on the schema alone.
 MAX_EXAMPLES = 20

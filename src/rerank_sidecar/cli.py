@@ -29,7 +29,8 @@ def _serve(args: argparse.Namespace) -> int:
         except ModuleNotFoundError as missing:
             if missing.name != "ray":
                 raise
-            print("rerank-sidecar serve --ray: Ray is not installed; pip install 'rerank-sidecar[ray]'", file=sys.stderr)
+            print("rerank-sidecar serve --ray: Ray is not installed: pip install 'rerank-sidecar[ray]'",
+                  file=sys.stderr)
             return 2
         return serve_on_ray(settings, args.address)
     if args.replicas is not None or args.address:
@@ -78,9 +79,10 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.add_argument("--ray", action="store_true",
                        help="serve on Ray Serve replicas, one model each (needs the extra rerank-sidecar[ray])")
-    serve.add_argument("--replicas", type=int,
-                       help="with --ray: this many replicas, fixed (default RERANK_RAY_MIN/MAX_REPLICAS, autoscaled between)")
-    serve.add_argument("--address", help="with --ray: an existing Ray cluster (default: a local Ray started and stopped here)")
+    serve.add_argument("--replicas", type=int, help="with --ray: this many replicas, fixed "
+                       "(default RERANK_RAY_MIN_REPLICAS to RERANK_RAY_MAX_REPLICAS, autoscaled)")
+    serve.add_argument("--address", help="with --ray: an existing Ray cluster "
+                       "(default: a local Ray instance, started and stopped here)")
     serve.set_defaults(handler=_serve)
 
 

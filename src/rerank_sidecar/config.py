@@ -71,14 +71,18 @@ class Settings(BaseSettings):
 
     # --- Ray Serve (`serve --ray`, extra rerank-sidecar[ray]) ---
     ray_min_replicas: int = Field(1, ge=1, description="Fewest replicas (each one model and one engine).")
-    ray_max_replicas: int = Field(1, ge=1, description="Most replicas; above ray_min_replicas, Ray autoscales between them.")
+    ray_max_replicas: int = Field(
+        1, ge=1, description="Most replicas; above the fewest, Ray autoscales between the two."
+    )
     ray_target_ongoing_requests: float = Field(
         8.0, gt=0, description="Autoscaling target: requests in flight per replica (batching wants several)."
     )
     ray_max_ongoing_requests: int = Field(
         64, ge=1, description="Requests one replica takes at once; more wait in Ray's router."
     )
-    ray_replica_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves per replica; also its threads when RERANK_THREADS=0.")
+    ray_replica_cpus: float = Field(
+        1.0, gt=0, description="CPUs Ray reserves per replica; also its threads when RERANK_THREADS=0."
+    )
     ray_replica_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves per replica (fractions share one GPU).")
 
     # --- request log ---

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from prometheus_client import Gauge
+import ray
 from ray import serve
 from ray.serve import Application
 from starlette.datastructures import Headers, MutableHeaders
@@ -114,7 +116,7 @@ def _one_request_id(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, byt
     """The sidecar's X-Request-ID only: Ray's proxy appends the same id a second time."""
     request_id = REQUEST_ID_HEADER.encode()
     first = next((index for index, (name, _) in enumerate(headers) if name.lower() == request_id), None)
-    return [(name, value) for index, (name, value) in enumerate(headers) if index == first or name.lower() != request_id]
+    return [header for index, header in enumerate(headers) if index == first or header[0].lower() != request_id]
 
 
 def _as_sidecar_error(start: Message, body: bytes) -> JSONResponse:
@@ -221,12 +223,14 @@ def serve_on_ray(settings: Settings, address: str | None) -> int:
     With an `address` (an existing cluster) only this application is deleted on exit and the cluster
     stays; without one, a local Ray instance starts here and stops with this command.
     """
-    import ray
-
     ray.init(address=address or "local")
     try:
         start_serve(settings)
-        serve.run(build_application(settings), name=APP_NAME, route_prefix="/")
+        try:
+            serve.run(build_application(settings), name=APP_NAME, route_prefix="/")
+        except RuntimeError as failure:
+            print(f"rerank-sidecar serve --ray: {failure} {_replica_start_error()}", file=sys.stderr)
+            return 1
         print(f"rerank-sidecar on Ray Serve: http://{settings.sidecar_host}:{settings.sidecar_port} "
               f"({_replica_count(settings)} replicas of {settings.served_model_id})", flush=True)
         _wait_for_stop()
@@ -249,6 +253,14 @@ def start_serve(settings: Settings) -> None:
         http_options={"host": settings.sidecar_host, "port": settings.sidecar_port},
         controller_options={"runtime_env": {"env_vars": {PROXY_CALLBACK_VARIABLE: PROXY_CALLBACK}}},
     )
+
+
+def _replica_start_error() -> str:
+    """Why the replicas failed to start: the last line of the error Ray kept (the loader's message names the fix)."""
+    application = serve.status().applications.get(APP_NAME)
+    deployment = application.deployments.get(APP_NAME) if application else None
+    lines = [line for line in (deployment.message if deployment else "").splitlines() if line.strip()]
+    return lines[-1] if lines else "see the replica logs above"
 
 
 def _replica_count(settings: Settings) -> str:

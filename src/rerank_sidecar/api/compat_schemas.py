@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, field_validator, model_validator
 
 from .schemas import _not_blank
 
@@ -53,7 +53,7 @@ class CompatRerankRequest(BaseModel):
     top_n: int | None = Field(
         None, ge=1, description="Return only the best n results; more than the documents returns all."
     )
-    return_documents: bool = Field(False, description="Echo each document (as `{text, ...}`) in its result.")
+    return_documents: StrictBool = Field(False, description="Echo each document (as `{text, ...}`) in its result.")
     max_tokens_per_doc: int | None = Field(
         None, ge=1, description="Cut each document to its first n tokens before scoring (Cohere v2)."
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 
 def _not_blank(value: str) -> str:
@@ -36,8 +36,8 @@ class RerankRequest(BaseModel):
     documents: list[str] = Field(description="Texts to score against the query; may be empty.")
     top_n: int | None = Field(None, ge=1, description="Keep only the best n in `results` (`scores` keeps all).")
     instruction: str | None = Field(None, description="Qwen3-Reranker task instruction; other families ignore it.")
-    raw_scores: bool = Field(False, description="Return raw model scores instead of [0, 1] relevance.")
-    return_documents: bool = Field(False, description="Echo each document's text in `results`.")
+    raw_scores: StrictBool = Field(False, description="Return raw model scores instead of [0, 1] relevance.")
+    return_documents: StrictBool = Field(False, description="Echo each document's text in `results`.")
     model: str | None = Field(None, description="Optional; must name the served model or one of its aliases.")
 
     _query_not_blank = field_validator("query")(_not_blank)
@@ -78,8 +78,8 @@ class RerankBatchRequest(BaseModel):
     groups: list[RerankBatchGroup] = Field(min_length=1, description="The queries, each with its documents.")
     top_n: int | None = Field(None, ge=1, description="Keep only the best n in each group's `results`.")
     instruction: str | None = Field(None, description="Qwen3-Reranker task instruction; other families ignore it.")
-    raw_scores: bool = Field(False, description="Return raw model scores instead of [0, 1] relevance.")
-    return_documents: bool = Field(False, description="Echo each document's text in `results`.")
+    raw_scores: StrictBool = Field(False, description="Return raw model scores instead of [0, 1] relevance.")
+    return_documents: StrictBool = Field(False, description="Echo each document's text in `results`.")
     model: str | None = Field(None, description="Optional; must name the served model or one of its aliases.")
 
 

@@ -141,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
     benchmark = load_benchmark(Path(args.data))
     cross_encoder = build_minilm_cross_encoder(settings.cache_dir / "bench" / "minilm-l6-cross-encoder")
     speed_pairs = first_pairs(benchmark, args.pairs)
-    console.print(f"speed: {sum(len(t.candidates) for t in speed_pairs.topics)} pairs per backend, MiniLM-L6 cross-encoder")
+    pairs = sum(len(topic.candidates) for topic in speed_pairs.topics)
+    console.print(f"speed: {pairs} pairs per backend, MiniLM-L6-shaped cross-encoder")
     speed = [
         measure(c, str(cross_encoder), "minilm-cross-encoder", speed_pairs, settings.cache_dir, judge=False)
         for c in CONFIGS
@@ -159,14 +160,15 @@ def run(args: argparse.Namespace) -> int:
         quality=quality,
         int8_over_torch=round(speed[2].pairs_per_s / speed[0].pairs_per_s, 2),
     )
-    console.print(_table(report))
+    console.print(_table(report), width=max(console.width, 110))  # full labels, also when piped
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report.model_dump(), indent=2))
     return 0
 
 
 def _table(report: BackendsReport) -> Table:
-    table = Table(title=f"backends, in-process, {report.threads} threads (onnx-int8 / torch-fp32 = {report.int8_over_torch}x)")
+    title = f"backends, in-process, {report.threads} threads: onnx-int8 / torch-fp32 = {report.int8_over_torch}x"
+    table = Table(title=title)
     for column in ("model", "backend", "pairs", "mean tokens", "pairs/s", "load s", "onnx cache", "NDCG@10"):
         table.add_column(column, justify="left" if column in ("model", "backend") else "right")
     for result in report.speed + report.quality:

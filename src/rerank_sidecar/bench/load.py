@@ -211,13 +211,23 @@ def run_load(args: argparse.Namespace) -> LoadReport:
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         for scheduler in args.schedulers.split(","):
             settings = {**base, "scheduler": scheduler, "max_queued_pairs": "100000"}
-            with bench_server(settings) as server:
-                for workload in workloads:
-                    results.append(asyncio.run(_run_workload(
-                        server.url, workload, passages, queries, args.max_seconds, progress, scheduler)))
+            if args.ray_replicas:
+                settings["ray_replica_cpus"] = str(args.ray_replica_cpus)  # also each replica's threads
+            for replicas in _ray_replica_counts(args.ray_replicas):
+                configuration = scheduler if replicas is None else f"{scheduler} ray x{replicas}"
+                ready_timeout_s = 120.0 if replicas is None else 300.0  # Ray starts, then each replica loads
+                with bench_server(settings, ready_timeout_s, ray_replicas=replicas) as server:
+                    for workload in workloads:
+                        results.append(asyncio.run(_run_workload(
+                            server.url, workload, passages, queries, args.max_seconds, progress, configuration)))
     ceiling = in_process_ceiling(base, passages[: args.ceiling_pairs], queries[0]) if args.ceiling_pairs else None
     return LoadReport(model=args.model, backend=args.backend, results=results,
                       ceiling_pairs_per_s=ceiling[0] if ceiling else None, ceiling_batch=ceiling[1] if ceiling else None)
+
+
+def _ray_replica_counts(option: str | None) -> list[int | None]:
+    """Replica counts of --ray-replicas ("1,2"), or [None]: one plain sidecar."""
+    return [int(count) for count in option.split(",")] if option else [None]
 
 
 def print_report(report: LoadReport) -> None:
@@ -240,6 +250,12 @@ def print_report(report: LoadReport) -> None:
         if batched and report.ceiling_pairs_per_s:
             console.print(f"{workload}: batched / in-process ceiling = "
                           f"{batched.pairs_per_s / report.ceiling_pairs_per_s:.2f}x")
+    for r in report.results:
+        scheduler, _, replicas = r.configuration.partition(" ray x")
+        one_replica = by_key.get((f"{scheduler} ray x1", r.workload))
+        if replicas not in ("", "1") and one_replica:
+            console.print(f"{r.workload}: throughput {r.configuration} / ray x1 = "
+                          f"{r.pairs_per_s / one_replica.pairs_per_s:.2f}x")
     if report.ceiling_pairs_per_s:
         console.print(f"in-process ceiling: {report.ceiling_pairs_per_s:.1f} pairs/s at batch {report.ceiling_batch}")
 
@@ -273,6 +289,10 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--sweep", help="comma-separated concurrencies (e.g. 1,2,4,8,16,32): run a sweep instead")
     parser.add_argument("--sweep-documents", type=int, default=5, help="documents per request in a sweep")
     parser.add_argument("--sweep-requests", type=int, default=8, help="requests per client at each sweep point")
+    parser.add_argument("--ray-replicas",
+                        help="comma-separated replica counts (e.g. 1,2): serve on Ray Serve (extra [ray]) with each")
+    parser.add_argument("--ray-replica-cpus", type=float, default=1.0,
+                        help="with --ray-replicas: CPUs (and inference threads) per replica (default 1)")
     parser.add_argument("--max-seconds", type=float, default=180.0, help="stop sending after this long per workload")
     parser.add_argument("--ceiling-pairs", type=int, default=512, help="pairs for the in-process ceiling (0: skip)")
     parser.add_argument("--cache-dir", help="where the built benchmark model and ONNX files are cached")

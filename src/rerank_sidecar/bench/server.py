@@ -34,8 +34,13 @@ def _free_port() -> int:
 
 
 @contextmanager
-def bench_server(settings: Mapping[str, str], ready_timeout_s: float = 120.0) -> Iterator[BenchServer]:
-    """Starts `rerank-sidecar serve` with RERANK_* `settings`, warms it up, yields it, and stops it."""
+def bench_server(settings: Mapping[str, str], ready_timeout_s: float = 120.0,
+                 ray_replicas: int | None = None) -> Iterator[BenchServer]:
+    """Starts `rerank-sidecar serve` with RERANK_* `settings`, warms it up, yields it, and stops it.
+
+    With `ray_replicas`, it serves on that many Ray Serve replicas of a local Ray instance (`serve --ray`).
+    """
+    ray_args = ["--ray", "--replicas", str(ray_replicas)] if ray_replicas else []
     port = _free_port()
     workdir = Path(tempfile.mkdtemp(prefix="rerank-bench-"))
     env = {key: value for key, value in os.environ.items() if not key.startswith("RERANK_")}
@@ -44,7 +49,7 @@ def bench_server(settings: Mapping[str, str], ready_timeout_s: float = 120.0) ->
     output = (workdir / "server.out").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "rerank_sidecar.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],
+         "--log-level", "warning", *ray_args],
         env=env, stdout=output, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
@@ -67,9 +72,12 @@ def _wait_ready(url: str, process: subprocess.Popen, timeout_s: float, output: P
         if process.poll() is not None:
             raise RuntimeError(f"benchmark sidecar exited with {process.returncode}:\n{output.read_text()}")
         try:
-            httpx.get(f"{url}/health", timeout=1.0).raise_for_status()
+            health = httpx.get(f"{url}/health", timeout=1.0)
+        except httpx.TransportError:
+            health = None
+        # Ray's proxy answers (not 200) before the application is deployed behind it.
+        if health is not None and health.status_code == 200:
             httpx.post(f"{url}/warmup", timeout=timeout_s).raise_for_status()
             return
-        except httpx.TransportError:
-            time.sleep(0.2)
+        time.sleep(0.2)
     raise TimeoutError(f"benchmark sidecar at {url} not ready within {timeout_s} s:\n{output.read_text()}")

@@ -42,7 +42,7 @@ EXPORTER = "torch.onnx.export(dynamo=False)"
 # Opset 17 has LayerNormalization as one op; onnxruntime's CPU kernels cover it fully.
 OPSET = 17
 # Bump when the export recipe changes in a way the versions below do not capture.
-RECIPE = 1
+RECIPE = 2
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "build.json"
 # Graph outputs by graph kind: the classifier's logits, or the token states the pooling reads.
@@ -102,13 +102,14 @@ def ensure_onnx(spec: ExportSpec, cache_dir: Path) -> OnnxBuild:
     with FileLock(entry.with_name(entry.name + ".lock")):
         if entry_is_valid(entry):
             return OnnxBuild(entry / MODEL_FILE, cache_hit=True, build_s=0.0)
+        if entry.exists():
+            logger.warning("ONNX cache entry %s does not match its manifest; rebuilding it", entry)
         started = time.perf_counter()
         staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
         try:
             _build(spec, staging / MODEL_FILE, cache_dir)
             _write_manifest(staging, spec)
             if entry.exists():
-                logger.warning("ONNX cache entry %s does not match its manifest; rebuilt it", entry)
                 shutil.rmtree(entry)
             os.rename(staging, entry)
         finally:
@@ -193,11 +194,23 @@ def _input_names(graph: Graph, tokenizer_inputs: list[str]) -> list[str]:
 
 
 def quantize_int8(fp32: Path, output: Path) -> None:
-    """Dynamic int8 quantization: int8 weights, activations quantized per batch at run time."""
+    """Dynamic int8 quantization: int8 weights, activations quantized per batch at run time.
+
+    Per-channel weight scales with 7-bit range: on TREC DL 2020 (embedded model) they kept NDCG@10
+    within 0.001 of fp32 where per-tensor 8-bit lost 0.007, at the same speed. The 7-bit range also
+    keeps the u8 x s8 products of CPUs without VNNI (AVX2) from saturating their 16-bit sums.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     large = sum(item.stat().st_size for item in fp32.parent.iterdir()) >= 2**31 - 2**26
-    quantize_dynamic(fp32, output, weight_type=QuantType.QInt8, use_external_data_format=large)
+    quantize_dynamic(
+        fp32,
+        output,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        reduce_range=True,
+        use_external_data_format=large,
+    )
 
 
 class _NamedForward(torch.nn.Module):
