@@ -6,9 +6,9 @@ scripts/install.sh
 out=bench-results
 mkdir -p "$out"
 bench() { .venv/bin/rerank-sidecar bench "$@"; }
-bench backends --json "$out/backends.json"
-bench load --model minilm-cross-encoder --json "$out/load.json"
-bench load --model minilm-cross-encoder --workloads W2 --sweep 1,2,4,8,16,32 --ceiling-pairs 0 \
+bench backends --quality-topics 20 --json "$out/backends.json"
+bench load --model minilm-cross-encoder --scale 0.5 --json "$out/load.json"
+bench load --model minilm-cross-encoder --sweep 1,2,4,8,16,32 --sweep-requests 4 --ceiling-pairs 0 \
     --json "$out/sweep.json" --plot "$out/sweep.png"
 bench memory --consumers 1,2,4 --json "$out/memory.json"
 # The quality run scores through a live sidecar on the embedded default and in-process, side by side.
