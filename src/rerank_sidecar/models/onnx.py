@@ -54,6 +54,9 @@ class OnnxSession:
         options.inter_op_num_threads = 1
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle worker threads sleep instead of spinning: the sidecar shares the CPU with the processes
+        # it serves, and on a busy 2-core machine spinning was no faster, only hungrier.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         started = time.perf_counter()
         self.session = onnxruntime.InferenceSession(
             str(self.build.path), options, providers=["CPUExecutionProvider"]
@@ -92,7 +95,7 @@ class OnnxCrossEncoderScorer(CrossEncoderScorer):
 
     def __init__(self, resolved: ResolvedModel, settings: Settings) -> None:
         # Not super().__init__: that loads the torch weights, which this backend must not hold.
-        self.device = torch.device("cpu")
+        self.device = torch.device("cpu")  # where pad() puts the batch; onnxruntime reads it as numpy
         self.setup_tokenization(resolved, settings, AutoConfig.from_pretrained(resolved.path, local_files_only=True))
         self.onnx = OnnxSession(resolved, "sequence-classification", settings)
         self.info = self.onnx.scorer_info(resolved, "cross-encoder", self.max_length)
@@ -106,7 +109,7 @@ class OnnxBiEncoderScorer(BiEncoderScorer):
 
     def __init__(self, resolved: ResolvedModel, settings: Settings, calibration: Calibration) -> None:
         # Not super().__init__: that loads the torch weights, which this backend must not hold.
-        self.device = torch.device("cpu")
+        self.device = torch.device("cpu")  # where pad() puts the batch; onnxruntime reads it as numpy
         self.setup_tokenization(resolved, settings)
         self.calibration = calibration
         self.onnx = OnnxSession(resolved, "feature-extraction", settings)
