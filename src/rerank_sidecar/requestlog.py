@@ -49,19 +49,17 @@ class RequestLog:
         # A private logger, not propagated, so request lines never mix with diagnostic logging.
         self._logger = logging.Logger(f"rerank_sidecar.requests.{id(self)}", level=logging.INFO)
         self._logger.propagate = False
-        # backslashreplace writes a lone surrogate in logged text as its JSON escape (\udxxx), so the
-        # line stays whole and valid instead of failing to encode.
-        self._handler = RotatingFileHandler(
-            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", errors="backslashreplace"
-        )
+        self._handler = RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
         self._handler.setFormatter(logging.Formatter("%(message)s"))
         self._logger.addHandler(self._handler)
 
     def write(self, entry: RequestLogEntry) -> None:
         # json.dumps, not model_dump_json: pydantic refuses to serialize lone surrogates, and a log
-        # line must never be what fails a response.
+        # line must never be what fails a response. ASCII-only lines (non-ASCII text as \uXXXX escapes)
+        # because RotatingFileHandler sizes a line in characters: with multi-byte characters the
+        # files would outgrow RERANK_LOG_MAX_BYTES.
         fields = entry.model_dump(mode="json", exclude_none=True)
-        self._logger.info(json.dumps(fields, ensure_ascii=False, separators=(",", ":")))
+        self._logger.info(json.dumps(fields, ensure_ascii=True, separators=(",", ":")))
 
     def close(self) -> None:
         self._handler.flush()
