@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import gc
 import re
 import time
+from collections.abc import Iterator
+
 
 def sample(metrics_text: str, name: str) -> float:
     """The value of one sample line of Prometheus text."""
@@ -14,6 +18,8 @@ def sample(metrics_text: str, name: str) -> float:
 SHORT_DOCS = [f"document number {i} about topic {i % 7}" for i in range(1000)]
 # About 120 tokens each: slow enough that a queue of them takes seconds to drain on any CPU.
 LONG_DOCS = [f"passage {i} " + "a river carries sediment from the mountains to the delta plains " * 10 for i in range(1000)]
+# About 60 tokens each: 1,000 of them keep the model busy for several seconds.
+MEDIUM_DOCS = [f"passage {i} " + "a river carries sediment from the mountains to the delta plains " * 5 for i in range(1000)]
 
 
 def test_queue_full_is_503_with_retry_after(sidecar_factory) -> None:
@@ -39,13 +45,27 @@ def test_queue_full_is_503_with_retry_after(sidecar_factory) -> None:
         assert too_big.status_code == 413 and "50" in too_big.json()["error"]["message"]
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pauses this process's garbage collector: the timings are the server's, not this process's.
+
+    With every test module imported, one collection here took 221 ms and was counted as /health's.
+    """
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def test_health_answers_quickly_while_a_1000_document_request_is_scored(sidecar_factory) -> None:
     server = sidecar_factory()
     with server.client() as client:
         client.post("/warmup").raise_for_status()
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            big = pool.submit(client.post, "/rerank", json={"query": "topic 3", "documents": LONG_DOCS})
-            with server.client() as prober:
+            big = pool.submit(client.post, "/rerank", json={"query": "topic 3", "documents": MEDIUM_DOCS})
+            with server.client() as prober, collector_paused():
                 latencies, busy = [], 0
                 while not big.done():
                     started = time.perf_counter()
@@ -55,7 +75,11 @@ def test_health_answers_quickly_while_a_1000_document_request_is_scored(sidecar_
                     time.sleep(0.05)
             assert big.result().status_code == 200
     assert busy >= 3, "the big request finished before /health could be probed during it"
-    assert max(latencies) < 0.1, f"slowest /health took {max(latencies) * 1000:.0f} ms"
+    slowest = max(range(len(latencies)), key=latencies.__getitem__)
+    assert latencies[slowest] < 0.1, (
+        f"/health probe {slowest + 1} of {len(latencies)} took {latencies[slowest] * 1000:.0f} ms; "
+        f"all in ms: {[round(latency * 1000) for latency in latencies]}"
+    )
 
 
 def test_metrics_show_concurrent_requests_sharing_batches(sidecar_factory) -> None:
