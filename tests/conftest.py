@@ -136,6 +136,18 @@ def trec_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def builtin_reference_scores(trec_dir: Path):  # -> dict[str, np.ndarray]
+    """In-process raw scores of the embedded default on every TREC DL 2020 candidate, computed once.
+
+    The reference that the HTTP scores (test_quality) and the int8 scores (test_onnx) are held to.
+    """
+    from rerank_sidecar.bench.quality import score_in_process
+    from rerank_sidecar.bench.trec import load_benchmark
+
+    return score_in_process(load_benchmark(trec_dir))
+
+
+@pytest.fixture(scope="session")
 def tiny_cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random BERT cross-encoder directory, built once per session."""
     from model_factory import build_tiny_cross_encoder

@@ -197,3 +197,13 @@ def test_cache_hits_skip_the_model(passages: list[str], tmp_path) -> None:
     assert scored_after - scored_before == 2  # only the two new documents reached the model
     np.testing.assert_allclose(second.raw[:10], first.raw, atol=0)
     assert metrics.cache_hits._value.get() == 10
+
+
+def test_budget_plans_length_sorted_batches_within_tokens_and_pairs() -> None:
+    budget = BatchBudget(max_tokens=100, max_pairs=3)
+    costs = [10, 50, 20, 200, 30, 30, 5]
+    plan = budget.plan(costs)
+    # The 200-token pair exceeds the budget alone and still gets a batch; no batch passes either limit.
+    assert plan == [[3], [1, 4], [5, 2, 0], [6]]
+    assert sorted(index for batch in plan for index in batch) == list(range(len(costs)))
+    assert all(len(batch) <= 3 and max(costs[i] for i in batch) * len(batch) <= 100 for batch in plan[1:])

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from rerank_sidecar.bench.quality import score_in_process, score_via_sidecar
+from rerank_sidecar.bench.quality import score_via_sidecar
 from rerank_sidecar.bench.trec import evaluate, load_benchmark, mrr_at, ndcg_at, positional_scores, recall_at
 
 BM25_NDCG10 = 0.4796
@@ -31,10 +31,12 @@ def test_bm25_order_reproduces_the_reference_figure(trec_dir) -> None:
 
 
 @pytest.mark.timeout(1500)
-def test_embedded_model_beats_bm25_through_http_and_equals_in_process(builtin_sidecar, trec_dir) -> None:
+def test_embedded_model_beats_bm25_through_http_and_equals_in_process(
+    builtin_sidecar, trec_dir, builtin_reference_scores
+) -> None:
     benchmark = load_benchmark(trec_dir)
     served, model = score_via_sidecar(builtin_sidecar.url, benchmark)
-    local = score_in_process(benchmark)
+    local = builtin_reference_scores
     served_ndcg = evaluate(benchmark, served).ndcg10
     assert model == "builtin:all-MiniLM-L6-v2"
     assert served_ndcg >= BM25_NDCG10 + 0.10, served_ndcg

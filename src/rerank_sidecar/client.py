@@ -29,7 +29,7 @@ from .api.compat_schemas import (
     CompatRerankResponse,
     CompatRerankResult,
     CompatUsage,
-    DocumentObject,
+    echoed_document,
 )
 from .api.schemas import (
     ErrorResponse,
@@ -163,7 +163,7 @@ def positional_compat_reply(request: CompatRerankRequest) -> CompatRerankReply:
             CompatRerankResult(
                 index=index,
                 relevance_score=scores[index],
-                document=_echoed(request.documents[index]) if request.return_documents else None,
+                document=echoed_document(request.documents[index]) if request.return_documents else None,
             )
             for index in range(len(request.documents))[:request.top_n]
         ],
@@ -171,11 +171,6 @@ def positional_compat_reply(request: CompatRerankRequest) -> CompatRerankReply:
         usage=CompatUsage(prompt_tokens=0, total_tokens=0),
         fallback=True,
     )
-
-
-def _echoed(document: str | DocumentObject) -> dict[str, Any]:
-    """A document as the compatible routes echo it: `{text}` for a string, every key of an object."""
-    return {"text": document} if isinstance(document, str) else document.model_dump(exclude_none=True)
 
 
 def retry_after_s(header: str | None) -> float | None:

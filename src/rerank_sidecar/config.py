@@ -53,7 +53,9 @@ class Settings(BaseSettings):
 
     # --- engine ---
     scheduler: Literal["batched", "serial"] = Field("batched", description="batched = micro-batching; serial = one lock.")
-    max_batch_tokens: int = Field(16384, ge=1, description="Token budget of one forward pass (padded length x pairs).")
+    max_batch_tokens: int = Field(
+        0, ge=0, description="Token budget of one forward pass (padded length x pairs); 0 = 2048 on CPU, 16384 on GPU."
+    )
     max_batch_pairs: int = Field(64, ge=1, description="Most pairs in one forward pass.")
     max_queued_pairs: int = Field(20000, ge=1, description="Queue bound; past it requests get 503 + Retry-After.")
     request_timeout_s: float = Field(120.0, gt=0, description="Deadline after which a request's pending pairs are dropped.")

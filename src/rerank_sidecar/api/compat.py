@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from fastapi import APIRouter, Request
 
@@ -16,7 +15,7 @@ from .compat_schemas import (
     CompatRerankResponse,
     CompatRerankResult,
     CompatUsage,
-    DocumentObject,
+    echoed_document,
 )
 from .errors import ApiError
 from .schemas import ERROR_RESPONSES
@@ -67,7 +66,7 @@ async def _rerank(body: CompatRerankRequest, request: Request) -> CompatRerankRe
             CompatRerankResult(
                 index=index,
                 relevance_score=float(scores[index]),
-                document=_echo(body.documents[index]) if body.return_documents else None,
+                document=echoed_document(body.documents[index]) if body.return_documents else None,
             )
             for index in best_first(scores, body.top_n)
         ],
@@ -86,13 +85,6 @@ def _check_chunk_cap(settings: Settings, max_chunks_per_doc: int | None) -> None
             f"max_chunks_per_doc: {max_chunks_per_doc} exceeds the limit of {settings.max_chunks_per_doc} "
             "(RERANK_MAX_CHUNKS_PER_DOC)",
         )
-
-
-def _echo(document: str | DocumentObject) -> dict[str, Any]:
-    """The document as Cohere returns it: `{text}` for a string, every key of an object."""
-    if isinstance(document, str):
-        return {"text": document}
-    return document.model_dump(exclude_none=True)
 
 
 def _truncation_warning(indices: list[int]) -> str:

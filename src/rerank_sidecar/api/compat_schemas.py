@@ -23,6 +23,11 @@ class DocumentObject(BaseModel):
     text: str | None = Field(None, description="The document text; required unless `rank_fields` names other keys.")
 
 
+def echoed_document(document: str | DocumentObject) -> dict[str, Any]:
+    """A document as the compatible routes return it: `{text}` for a string, every key of an object."""
+    return {"text": document} if isinstance(document, str) else document.model_dump(exclude_none=True)
+
+
 class CompatRerankRequest(BaseModel):
     """Cohere/Jina rerank request: one query against a list of documents."""
 

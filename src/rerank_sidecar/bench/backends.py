@@ -102,7 +102,7 @@ def measure(
     started = time.perf_counter()
     scorer = load_scorer(settings)
     load_s = time.perf_counter() - started
-    budget = BatchBudget(settings.max_batch_tokens, settings.max_batch_pairs)
+    budget = BatchBudget.for_device(settings, scorer.info.device)
     first = benchmark.topics[0]
     score_topic(scorer, first.query, [c.text for c in first.candidates[:8]], budget)  # warm-up, not timed
     started = time.perf_counter()

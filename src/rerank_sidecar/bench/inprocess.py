@@ -13,17 +13,9 @@ from .trec import Benchmark
 def score_topic(scorer: Scorer, query: str, documents: list[str], budget: BatchBudget) -> np.ndarray:
     """Raw scores of one query's documents, batched by length within `budget` (truncate mode)."""
     pairs = [doc.windows[0] for doc in scorer.encode(query, documents, None, "truncate", 1)]
-    order = sorted(range(len(pairs)), key=lambda i: -pairs[i].cost)
     raw = np.zeros(len(pairs), dtype=np.float64)
-    start = 0
-    while start < len(order):
-        end, longest = start, 0
-        while end < len(order) and budget.admits(end - start, longest, pairs[order[end]].cost):
-            longest = max(longest, pairs[order[end]].cost)
-            end += 1
-        chunk = order[start:end]
+    for chunk in budget.plan([pair.cost for pair in pairs]):
         raw[chunk] = scorer.score_batch([pairs[i] for i in chunk])
-        start = end
     return raw
 
 

@@ -70,7 +70,7 @@ def score_in_process(benchmark: Benchmark) -> dict[str, np.ndarray]:
     settings = Settings()
     scorer = load_scorer(settings)
     try:
-        return score_benchmark(scorer, benchmark, BatchBudget(settings.max_batch_tokens, settings.max_batch_pairs))
+        return score_benchmark(scorer, benchmark, BatchBudget.for_device(settings, scorer.info.device))
     finally:
         scorer.close()
 

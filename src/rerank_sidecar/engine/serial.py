@@ -60,18 +60,10 @@ class SerialScheduler:
     def _score_whole(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
         """Scores one request in length-sorted batches within the budget."""
         scores = np.zeros(len(pairs), dtype=np.float64)
-        order = sorted(range(len(pairs)), key=lambda i: -pairs[i].cost)
-        start = 0
-        while start < len(order):
-            end, longest = start, 0
-            while end < len(order) and self._budget.admits(end - start, longest, pairs[order[end]].cost):
-                longest = max(longest, pairs[order[end]].cost)
-                end += 1
-            chunk = order[start:end]
+        for chunk in self._budget.plan([pair.cost for pair in pairs]):
             scores[chunk] = self._scorer.score_batch([pairs[i] for i in chunk])
             self._metrics.batch_pairs.observe(len(chunk))
             self._metrics.batch_requests.observe(1)
-            self._metrics.batch_tokens.observe(longest * len(chunk))
+            self._metrics.batch_tokens.observe(max(pairs[i].cost for i in chunk) * len(chunk))
             self._metrics.pairs_scored.inc(len(chunk))
-            start = end
         return scores
