@@ -10,6 +10,9 @@ bench backends --quality-topics 20 --json "$out/backends.json"
 bench load --model minilm-cross-encoder --scale 0.5 --json "$out/load.json"
 bench load --model minilm-cross-encoder --sweep 1,2,4,8,16,32 --sweep-requests 4 --ceiling-pairs 0 \
     --json "$out/sweep.json" --plot "$out/sweep.png"
+# Ray Serve with 1 and 2 replicas, each pinned to 1 CPU and 1 inference thread (needs the [ray] extra).
+bench load --model minilm-cross-encoder --ray-replicas 1,2 --ray-replica-cpus 1 --schedulers batched \
+    --workloads W1,W2 --scale 0.5 --ceiling-pairs 0 --json "$out/ray.json"
 bench memory --consumers 1,2,4 --json "$out/memory.json"
 # The quality run scores through a live sidecar on the embedded default and in-process, side by side.
 port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -81,6 +81,7 @@ class LoadReport(BaseModel):
     results: list[LoadResult] = Field(description="One row per configuration and workload.")
     ceiling_pairs_per_s: float | None = Field(None, description="In-process pairs/s at the best batch size.")
     ceiling_batch: int | None = Field(None, description="Batch size of the ceiling.")
+    ray_replica_cpus: float | None = Field(None, description="CPUs and inference threads per Ray replica, if Ray.")
 
 
 class _Traffic:
@@ -222,7 +223,8 @@ def run_load(args: argparse.Namespace) -> LoadReport:
                             server.url, workload, passages, queries, args.max_seconds, progress, configuration)))
     ceiling = in_process_ceiling(base, passages[: args.ceiling_pairs], queries[0]) if args.ceiling_pairs else None
     return LoadReport(model=args.model, backend=args.backend, results=results,
-                      ceiling_pairs_per_s=ceiling[0] if ceiling else None, ceiling_batch=ceiling[1] if ceiling else None)
+                      ceiling_pairs_per_s=ceiling[0] if ceiling else None, ceiling_batch=ceiling[1] if ceiling else None,
+                      ray_replica_cpus=args.ray_replica_cpus if args.ray_replicas else None)
 
 
 def _ray_replica_counts(option: str | None) -> list[int | None]:
@@ -239,25 +241,29 @@ def print_report(report: LoadReport) -> None:
                       str(r.rejected), f"{r.pairs_per_s:.1f}", f"{r.requests_per_s:.1f}", f"{r.p50_ms:.0f}",
                       f"{r.p95_ms:.0f}", f"{r.p99_ms:.0f}")
     console.print(table)
+    for line in comparisons(report):
+        console.print(line)
+
+
+def comparisons(report: LoadReport) -> list[str]:
+    """The ratios a run exists for: batched/serial, batched/ceiling, and N Ray replicas / one replica."""
     by_key = {(r.configuration, r.workload): r for r in report.results}
+    lines = []
     for workload in dict.fromkeys(r.workload for r in report.results):
         batched, serial = by_key.get(("batched", workload)), by_key.get(("serial", workload))
         if batched and serial:
-            console.print(
-                f"{workload}: throughput batched/serial = {batched.pairs_per_s / serial.pairs_per_s:.2f}x, "
-                f"p99 batched/serial = {batched.p99_ms / serial.p99_ms:.2f}x"
-            )
+            lines.append(f"{workload}: throughput batched/serial {batched.pairs_per_s / serial.pairs_per_s:.2f}x, "
+                         f"p99 batched/serial {batched.p99_ms / serial.p99_ms:.2f}x")
         if batched and report.ceiling_pairs_per_s:
-            console.print(f"{workload}: batched / in-process ceiling = "
-                          f"{batched.pairs_per_s / report.ceiling_pairs_per_s:.2f}x")
+            lines.append(f"{workload}: batched / in-process ceiling {batched.pairs_per_s / report.ceiling_pairs_per_s:.2f}x")
     for r in report.results:
         scheduler, _, replicas = r.configuration.partition(" ray x")
         one_replica = by_key.get((f"{scheduler} ray x1", r.workload))
         if replicas not in ("", "1") and one_replica:
-            console.print(f"{r.workload}: throughput {r.configuration} / ray x1 = "
-                          f"{r.pairs_per_s / one_replica.pairs_per_s:.2f}x")
+            lines.append(f"{r.workload}: throughput {r.configuration} / ray x1 {r.pairs_per_s / one_replica.pairs_per_s:.2f}x")
     if report.ceiling_pairs_per_s:
-        console.print(f"in-process ceiling: {report.ceiling_pairs_per_s:.1f} pairs/s at batch {report.ceiling_batch}")
+        lines.append(f"in-process ceiling: {report.ceiling_pairs_per_s:.1f} pairs/s at batch {report.ceiling_batch}")
+    return lines
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from .backends import BackendsReport
-from .load import LoadReport
+from .load import LoadReport, comparisons
 from .memory import MemoryReport
 from .quality import QualityReport
 
@@ -20,6 +20,7 @@ RESULT_FILES = {
     "backends": "backends.json",
     "load": "load.json",
     "sweep": "sweep.json",
+    "ray": "ray.json",
     "memory": "memory.json",
 }
 SWEEP_PLOT = "sweep.png"
@@ -82,18 +83,9 @@ def _load(report: LoadReport, title: str) -> list[str]:
                     [[r.configuration, r.workload, str(r.concurrency), str(r.documents), str(r.requests),
                       str(r.rejected), f"{r.pairs_per_s:.1f}", f"{r.requests_per_s:.1f}", f"{r.p50_ms:.0f}",
                       f"{r.p95_ms:.0f}", f"{r.p99_ms:.0f}"] for r in report.results])
-    by_key = {(r.configuration, r.workload): r for r in report.results}
-    ratios = []
-    for workload in dict.fromkeys(r.workload for r in report.results):
-        batched, serial = by_key.get(("batched", workload)), by_key.get(("serial", workload))
-        if batched and serial:
-            ceiling = (f", {batched.pairs_per_s / report.ceiling_pairs_per_s:.2f}x the in-process ceiling"
-                       if report.ceiling_pairs_per_s else "")
-            ratios.append(f"- {workload}: throughput batched/serial {batched.pairs_per_s / serial.pairs_per_s:.2f}x, "
-                          f"p99 batched/serial {batched.p99_ms / serial.p99_ms:.2f}x{ceiling}")
-    if report.ceiling_pairs_per_s:
-        ratios.append(f"- in-process ceiling: {report.ceiling_pairs_per_s:.1f} pairs/s at batch {report.ceiling_batch}")
-    return lines + ratios + [""]
+    if report.ray_replica_cpus is not None:
+        lines += [f"Each Ray replica: {report.ray_replica_cpus:g} CPU and as many inference threads.", ""]
+    return lines + [f"- {line}" for line in comparisons(report)] + [""]
 
 
 def _memory(report: MemoryReport) -> list[str]:
@@ -111,6 +103,7 @@ def render(results: Path, plot_link: str | None) -> str:
         "backends": lambda text: _backends(BackendsReport.model_validate_json(text)),
         "load": lambda text: _load(LoadReport.model_validate_json(text), "Load: W1, W2, W3"),
         "sweep": lambda text: _load(LoadReport.model_validate_json(text), "Concurrency sweep"),
+        "ray": lambda text: _load(LoadReport.model_validate_json(text), "Ray Serve: 1 and 2 replicas"),
         "memory": lambda text: _memory(MemoryReport.model_validate_json(text)),
     }
     for name, file_name in RESULT_FILES.items():
