@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
+import random
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pytest
@@ -29,12 +32,15 @@ class RecordingScorer(Scorer):
         self.batches: list[list[EncodedPair]] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.before_batch: Callable[[int], None] = lambda number: None
+        """Called on the worker thread with each batch's number before it is scored."""
 
     def encode(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         return self.inner.encode(*args, **kwargs)
 
     def score_batch(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
         self.gate.wait(30)
+        self.before_batch(len(self.batches))
         self.batches.append(list(pairs))
         return self.inner.score_batch(pairs)
 
@@ -86,11 +92,41 @@ def test_concurrent_requests_share_forward_passes_and_keep_their_order(
     big_scores, *small_scores = asyncio.run(run())
     for got, expected in zip([*small_scores, big_scores], alone, strict=True):
         np.testing.assert_allclose(got, expected, atol=1e-6)
-    # Round-robin: every small request is finished by the first batch after the gate opens, beside the big one.
-    later = recording.batches[1]
-    owners = {pair.query_ids for pair in later}
-    assert len(owners) == 4, f"{len(owners)} requests in the batch, expected the big one and all three small ones"
-    assert len(recording.batches) < 1 + (120 + 15) // 4  # batches are full, not one pair each
+    # A round takes a fair share of every waiting request: all three small requests finish after at
+    # most one batch's worth of the big one's pairs (16, if it was taken alone before they arrived)
+    # plus its share of their round (5), while the big one still has many batches to go.
+    owners = [{pair.query_ids for pair in batch} for batch in recording.batches]
+    small = {pairs[0].query_ids for pairs in requests}
+    last_small = max(number for number, ids in enumerate(owners) if ids & small)
+    big_before = sum(pair.query_ids == big[0].query_ids for batch in recording.batches[: last_small + 1] for pair in batch)
+    assert big_before <= 16 + 5 and len(owners) - 1 - last_small >= 5, owners
+    assert max(len(ids) for ids in owners[: last_small + 1]) >= 3, "no forward pass shared by three requests"
+    assert len(recording.batches) < 1 + (120 + 15) // 4  # batches are not one pair each
+
+
+def test_a_round_sorts_the_pairs_of_all_requests_by_length(
+    batcher: MicroBatcher, recording: RecordingScorer, passages: list[str]
+) -> None:
+    filler = pairs_for(recording, "filler", passages[:1])  # one pair: one batch
+    requests = [pairs_for(recording, f"query {i}", passages[i * 20 : i * 20 + 20]) for i in range(3)]
+
+    async def run() -> None:
+        recording.gate.clear()
+        held = asyncio.ensure_future(batcher.score(filler))  # the worker holds the filler's batch at the gate
+        await asyncio.sleep(0.1)
+        tasks = [asyncio.ensure_future(batcher.score(pairs)) for pairs in requests]
+        await asyncio.sleep(0.1)
+        recording.gate.set()
+        await asyncio.gather(held, *tasks)
+
+    asyncio.run(run())
+    round_batches = recording.batches[1:]
+    costs = [pair.cost for batch in round_batches for pair in batch]
+    # One round over all three requests, longest first across requests: each batch pads only to
+    # pairs of nearly its own length, whichever request they came from.
+    assert len(costs) == 60 and costs == sorted(costs, reverse=True), costs
+    assert any(len({pair.query_ids for pair in batch}) == 3 for batch in round_batches)
+    assert all(max(p.cost for p in batch) * len(batch) <= 4096 and len(batch) <= 16 for batch in round_batches)
 
 
 def test_small_request_does_not_wait_behind_a_big_one(
@@ -99,21 +135,25 @@ def test_small_request_does_not_wait_behind_a_big_one(
     big = pairs_for(recording, "history of rome", passages[:200])
     small = pairs_for(recording, "how do vaccines work", passages[:5])
 
+    def pairs_handed_over() -> int:
+        return sum(len(batch) for batch in recording.batches)
+
     async def run() -> tuple[int, int, int]:
         big_task = asyncio.ensure_future(batcher.score(big))
         while not recording.batches:  # the big request is being scored
             await asyncio.sleep(0.01)
-        arrived = len(recording.batches)
+        arrived = pairs_handed_over()
         await batcher.score(small)
-        answered = len(recording.batches)
+        answered = pairs_handed_over()
         await big_task
-        return arrived, answered, len(recording.batches)
+        return arrived, answered, pairs_handed_over()
 
     arrived, answered, total = asyncio.run(run())
-    # The small request waits for at most the batch in flight and joins the next one,
-    # while the big one still needs many more batches.
-    assert answered - arrived <= 2, (arrived, answered, total)
-    assert total - answered >= 5, (arrived, answered, total)
+    # The small request waits for at most the rest of the round in flight (one batch's worth of the
+    # big one alone: 16 pairs) and is scored in the next, beside the big one's fair share (5 pairs),
+    # while the big one still has most of its pairs to go.
+    assert answered - arrived <= 16 + 5 + 5, (arrived, answered, total)
+    assert total - answered >= 150, (arrived, answered, total)
 
 
 def test_queue_bound_refuses_with_retry_after(recording: RecordingScorer, passages: list[str]) -> None:
@@ -143,28 +183,41 @@ def test_queue_bound_refuses_with_retry_after(recording: RecordingScorer, passag
 def test_cancelled_request_pairs_are_never_scored(
     batcher: MicroBatcher, recording: RecordingScorer, passages: list[str]
 ) -> None:
+    filler = pairs_for(recording, "filler", passages[:1])  # one pair: one batch
     keep = pairs_for(recording, "history of rome", passages[:32])
     cancelled = pairs_for(recording, "a query whose client went away", passages[32:96])
+    round_started, resume = threading.Event(), threading.Event()
+
+    def hold_first_batch_of_the_round(number: int) -> None:
+        if number == 1:
+            round_started.set()
+            resume.wait(30)
+
+    recording.before_batch = hold_first_batch_of_the_round
 
     async def run() -> None:
         recording.gate.clear()
+        held = asyncio.ensure_future(batcher.score(filler))
+        await asyncio.sleep(0.1)
         kept = asyncio.ensure_future(batcher.score(keep))
         gone = asyncio.ensure_future(batcher.score(cancelled))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
+        recording.gate.set()  # the round over both requests forms; its first batch is held
+        await asyncio.get_running_loop().run_in_executor(None, round_started.wait, 30)
         gone.cancel()
         await asyncio.sleep(0.05)
-        recording.gate.set()
-        await kept
+        resume.set()
+        await asyncio.gather(held, kept)
 
     asyncio.run(run())
-    scored_queries = {pair.query_ids for batch in recording.batches for pair in batch}
     cancelled_query = cancelled[0].query_ids
-    first_batch = recording.batches[0]
-    # Only the batch already formed when the gate closed may hold its pairs; nothing after it does.
-    later = [pair for batch in recording.batches[1:] for pair in batch]
+    in_held_batch = sum(pair.query_ids == cancelled_query for pair in recording.batches[1])
+    later = [pair for batch in recording.batches[2:] for pair in batch]
+    # Only the batch already handed to the model holds its pairs: the rest of the round skips them
+    # and the pairs no round took leave the queue.
+    assert 0 < in_held_batch <= 16
     assert all(pair.query_ids != cancelled_query for pair in later)
-    assert sum(pair.query_ids == cancelled_query for pair in first_batch) <= 16
-    assert keep[0].query_ids in scored_queries
+    assert sum(pair.query_ids == keep[0].query_ids for batch in recording.batches for pair in batch) == 32
     assert batcher.queued_pairs == 0
 
 
@@ -199,11 +252,49 @@ def test_cache_hits_skip_the_model(passages: list[str], tmp_path) -> None:
     assert metrics.cache_hits._value.get() == 10
 
 
-def test_budget_plans_length_sorted_batches_within_tokens_and_pairs() -> None:
-    budget = BatchBudget(max_tokens=100, max_pairs=3)
+def least_work_by_brute_force(costs: list[int], budget: BatchBudget) -> int:
+    """Every way to cut the length-sorted costs into consecutive batches within the budget, the cheapest."""
+    longest_first = sorted(costs, reverse=True)
+    best = None
+    for cuts in itertools.product([False, True], repeat=len(costs) - 1):
+        batches, current = [], [longest_first[0]]
+        for cut, cost in zip(cuts, longest_first[1:], strict=True):
+            if cut:
+                batches.append(current)
+                current = []
+            current.append(cost)
+        batches.append(current)
+        if all(len(b) == 1 or (len(b) <= budget.max_pairs and b[0] * len(b) <= budget.max_tokens) for b in batches):
+            work = sum(budget.pass_overhead_tokens + b[0] * len(b) for b in batches)
+            best = work if best is None else min(best, work)
+    assert best is not None
+    return best
+
+
+def test_budget_plans_the_least_work_within_tokens_and_pairs() -> None:
+    budget = BatchBudget(max_tokens=100, max_pairs=3, pass_overhead_tokens=16)
     costs = [10, 50, 20, 200, 30, 30, 5]
-    plan = budget.plan(costs)
-    # The 200-token pair exceeds the budget alone and still gets a batch; no batch passes either limit.
-    assert plan == [[3], [1, 4], [5, 2, 0], [6]]
-    assert sorted(index for batch in plan for index in batch) == list(range(len(costs)))
-    assert all(len(batch) <= 3 and max(costs[i] for i in batch) * len(batch) <= 100 for batch in plan[1:])
+    # The 200-token pair exceeds the budget alone and still gets a batch; 50 goes alone rather than
+    # pad two 30s to its length; no batch passes either limit.
+    assert budget.plan(costs) == [[3], [1], [4, 5, 2], [0, 6]]
+    rng = random.Random(7)
+    for _ in range(40):
+        costs = [rng.randint(1, 60) for _ in range(rng.randint(1, 10))]
+        plan = budget.plan(costs)
+        assert sorted(index for batch in plan for index in batch) == list(range(len(costs)))
+        assert all(len(batch) <= 3 and max(costs[i] for i in batch) * len(batch) <= 100 for batch in plan)
+        work = sum(16 + max(costs[i] for i in batch) * len(batch) for batch in plan)
+        assert work == least_work_by_brute_force(costs, budget), costs
+
+
+def test_budget_follows_the_scorer_unless_set(scorer: Scorer) -> None:
+    on_cpu = scorer.info
+    assert (on_cpu.device, on_cpu.backend) == ("cpu", "onnx")
+    on_torch = dataclasses.replace(on_cpu, backend="torch")
+    on_gpu = dataclasses.replace(on_cpu, backend="torch", device="cuda:0")
+    assert BatchBudget.for_scorer(Settings(), on_cpu) == BatchBudget(2048, 64, 16)
+    assert BatchBudget.for_scorer(Settings(), on_torch) == BatchBudget(2048, 64, 64)
+    assert BatchBudget.for_scorer(Settings(), on_gpu) == BatchBudget(16384, 64, 4096)
+    explicit = Settings(max_batch_tokens=3000, max_batch_pairs=8)
+    assert BatchBudget.for_scorer(explicit, on_cpu) == BatchBudget(3000, 8, 16)
+    assert BatchBudget.for_scorer(explicit, on_gpu) == BatchBudget(3000, 8, 4096)

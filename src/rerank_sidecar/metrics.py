@@ -29,6 +29,10 @@ class Metrics:
             "rerank_batch_padded_tokens", "Padded tokens (longest x pairs) per forward pass.",
             buckets=_TOKEN_BUCKETS, registry=self.registry,
         )
+        self.batch_seconds = Histogram(
+            "rerank_batch_seconds", "Seconds the model spent on one forward pass.",
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
         self.batch_requests = Histogram(
             "rerank_batch_requests", "Distinct requests whose pairs share one forward pass.",
             buckets=_SIZE_BUCKETS, registry=self.registry,

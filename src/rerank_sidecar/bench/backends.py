@@ -12,13 +12,20 @@ import gc
 import json
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.table import Table
 
-from .trec import Benchmark, Topic, default_data_dir, load_benchmark
+from ..config import Settings
+from ..engine.scheduler import BatchBudget
+from ..models.base import Scorer
+from .inprocess import score_benchmark, score_topic
+from .trec import Benchmark, Topic, default_data_dir, evaluate, load_benchmark
 
 # Piped output (a log, CI) gets room for the whole table instead of the 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -46,8 +53,9 @@ class BackendResult(BaseModel):
     model: str = Field(description="Which model: minilm-cross-encoder (speed) or the embedded bi-encoder (quality).")
     pairs: int = Field(description="Pairs scored.")
     mean_tokens: float = Field(description="Mean tokens per scored pair (document tokens for the bi-encoder).")
-    seconds: float = Field(description="Wall time of the scoring, tokenization included.")
-    pairs_per_s: float = Field(description="pairs / seconds.")
+    seconds: float = Field(description="Wall time of one scoring pass over the pairs, tokenization included (median).")
+    pairs_per_s: float = Field(description="pairs / seconds: the median pass.")
+    passes_pairs_per_s: list[float] = Field(description="pairs/s of each timed pass, in the order they ran.")
     load_s: float = Field(description="Seconds to load the scorer (including an ONNX export on a cache miss).")
     details: dict[str, str] = Field(description="The scorer's ScorerInfo.details (ONNX file, cache hit, threads).")
     ndcg10: float | None = Field(None, description="Mean NDCG@10 over the scored topics (quality runs only).")
@@ -69,6 +77,8 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--data", default=default_data_dir(), help="directory with bm25-top100.json and qrels.txt")
     parser.add_argument("--pairs", type=int, default=600, help="cross-encoder pairs timed per backend (default 600)")
+    parser.add_argument("--passes", type=int, default=3,
+                        help="timed passes over the pairs per backend, the backends taking turns (default 3)")
     parser.add_argument(
         "--quality-topics", type=int, default=54, help="TREC topics (100 passages each) for NDCG@10; 0 skips it"
     )
@@ -88,52 +98,85 @@ def first_pairs(benchmark: Benchmark, pairs: int) -> Benchmark:
     return Benchmark(tuple(topics), benchmark.qrels)
 
 
-def measure(
-    config: BackendConfig, model_name: str, label: str, benchmark: Benchmark, cache_dir: Path, judge: bool
-) -> BackendResult:
-    """Loads the model on one backend, scores every pair of `benchmark` once (NDCG@10 when `judge`), frees it."""
-    from ..config import Settings
-    from ..engine.scheduler import BatchBudget
-    from ..models.registry import load_scorer
-    from .inprocess import score_benchmark, score_topic
-    from .trec import evaluate
+@dataclass
+class _Loaded:
+    """One backend's scorer, ready to time."""
+
+    config: BackendConfig
+    """Which backend."""
+    scorer: Scorer
+    """The loaded model."""
+    budget: BatchBudget
+    """Batching as the engine would batch on the scorer's device."""
+    load_s: float
+    """Seconds the load took."""
+
+
+def _load(config: BackendConfig, model_name: str, cache_dir: Path, warm_up: Topic) -> _Loaded:
+    from ..models.registry import load_scorer  # torch: only when a benchmark runs
 
     settings = Settings(model_name=model_name, backend=config.backend, quantize=config.quantize, cache_dir=cache_dir)
     started = time.perf_counter()
     scorer = load_scorer(settings)
     load_s = time.perf_counter() - started
-    budget = BatchBudget.for_device(settings, scorer.info.device)
-    first = benchmark.topics[0]
-    score_topic(scorer, first.query, [c.text for c in first.candidates[:8]], budget)  # warm-up, not timed
-    started = time.perf_counter()
-    scores = score_benchmark(scorer, benchmark, budget)
-    seconds = time.perf_counter() - started
+    budget = BatchBudget.for_scorer(settings, scorer.info)
+    score_topic(scorer, warm_up.query, [c.text for c in warm_up.candidates[:8]], budget)  # one-off costs, not timed
+    return _Loaded(config, scorer, budget, load_s)
+
+
+def measure(configs: Sequence[BackendConfig], model_name: str, label: str, benchmark: Benchmark, cache_dir: Path,
+            passes: int, judge: bool) -> list[BackendResult]:
+    """Loads the model on every backend, then times `passes` passes over `benchmark`, the backends taking turns.
+
+    Taking turns spreads the machine's drift over all backends alike; each backend's figure is its
+    median pass. With `judge`, NDCG@10 of the scores (the same on every pass) is reported too.
+    """
+    loaded = [_load(config, model_name, cache_dir, benchmark.topics[0]) for config in configs]
+    seconds: dict[str, list[float]] = {config.name: [] for config in configs}
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    for _ in range(passes):
+        for backend in loaded:
+            started = time.perf_counter()
+            scores[backend.config.name] = score_benchmark(backend.scorer, benchmark, backend.budget)
+            seconds[backend.config.name].append(time.perf_counter() - started)
+    results = [_result(backend, label, benchmark, seconds[backend.config.name],
+                       evaluate(benchmark, scores[backend.config.name]).ndcg10 if judge else None)
+               for backend in loaded]
+    for backend in loaded:
+        backend.scorer.close()
+    del loaded
+    gc.collect()
+    return results
+
+
+def _result(backend: _Loaded, label: str, benchmark: Benchmark, seconds: list[float], ndcg10: float | None
+            ) -> BackendResult:
     tokens = [
         pair.cost
         for topic in benchmark.topics
-        for doc in scorer.encode(topic.query, [c.text for c in topic.candidates], None, "truncate", 1)
+        for doc in backend.scorer.encode(topic.query, [c.text for c in topic.candidates], None, "truncate", 1)
         for pair in doc.windows
     ]
-    details = dict(scorer.info.details)
-    console.log(f"{label} {config.name}: {len(tokens) / seconds:.1f} pairs/s (load {load_s:.1f} s)")
-    scorer.close()
-    del scorer
-    gc.collect()
+    rates = [len(tokens) / s for s in seconds]
+    median = float(np.median(seconds))
+    console.log(f"{label} {backend.config.name}: {len(tokens) / median:.1f} pairs/s "
+                f"(passes {', '.join(f'{rate:.1f}' for rate in rates)}; load {backend.load_s:.1f} s)")
     return BackendResult(
-        backend=config.name,
+        backend=backend.config.name,
         model=label,
         pairs=len(tokens),
         mean_tokens=round(sum(tokens) / len(tokens), 1),
-        seconds=round(seconds, 3),
-        pairs_per_s=round(len(tokens) / seconds, 2),
-        load_s=round(load_s, 3),
-        details=details,
-        ndcg10=round(evaluate(benchmark, scores).ndcg10, 4) if judge else None,
+        seconds=round(median, 3),
+        pairs_per_s=round(len(tokens) / median, 2),
+        passes_pairs_per_s=[round(rate, 2) for rate in rates],
+        load_s=round(backend.load_s, 3),
+        details=dict(backend.scorer.info.details),
+        ndcg10=round(ndcg10, 4) if ndcg10 is not None else None,
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import BUILTIN_MODEL_ID, Settings
+    from ..config import BUILTIN_MODEL_ID
     from ..models.device import inference_threads
     from ..models.resolve import force_offline
     from .models import build_minilm_cross_encoder
@@ -144,18 +187,14 @@ def run(args: argparse.Namespace) -> int:
     cross_encoder = build_minilm_cross_encoder(settings.cache_dir / "bench" / "minilm-l6-cross-encoder")
     speed_pairs = first_pairs(benchmark, args.pairs)
     pairs = sum(len(topic.candidates) for topic in speed_pairs.topics)
-    console.print(f"speed: {pairs} pairs per backend, MiniLM-L6-shaped cross-encoder")
-    speed = [
-        measure(c, str(cross_encoder), "minilm-cross-encoder", speed_pairs, settings.cache_dir, judge=False)
-        for c in CONFIGS
-    ]
+    console.print(f"speed: {pairs} pairs per backend and pass, {args.passes} passes, MiniLM-L6-shaped cross-encoder")
+    speed = measure(CONFIGS, str(cross_encoder), "minilm-cross-encoder", speed_pairs, settings.cache_dir,
+                    args.passes, judge=False)
     quality: list[BackendResult] = []
     if args.quality_topics > 0:
         topics = benchmark.limited(args.quality_topics, None)
         console.print(f"quality: {len(topics.topics)} topics x 100 passages per backend, embedded bi-encoder")
-        quality = [
-            measure(c, BUILTIN_MODEL_ID, "builtin-bi-encoder", topics, settings.cache_dir, judge=True) for c in CONFIGS
-        ]
+        quality = measure(CONFIGS, BUILTIN_MODEL_ID, "builtin-bi-encoder", topics, settings.cache_dir, 1, judge=True)
     report = BackendsReport(
         threads=inference_threads(settings.threads),
         speed=speed,

@@ -28,7 +28,7 @@ def main(args: argparse.Namespace) -> int:
     settings = Settings(model_name="", model_family="auto", backend="torch")
     benchmark = load_benchmark(Path(args.data))
     scorer = load_scorer(settings)
-    raw = score_benchmark(scorer, benchmark, BatchBudget.for_device(settings, scorer.info.device))
+    raw = score_benchmark(scorer, benchmark, BatchBudget.for_scorer(settings, scorer.info))
     cosines, labels = [], []
     for topic in benchmark.topics:
         grades = benchmark.qrels[topic.qid]

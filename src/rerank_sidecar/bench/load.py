@@ -8,6 +8,7 @@ import itertools
 import json
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,8 +80,10 @@ class LoadReport(BaseModel):
     model: str = Field(description="Model the sidecars served.")
     backend: str = Field(description="RERANK_BACKEND of the sidecars.")
     results: list[LoadResult] = Field(description="One row per configuration and workload.")
-    ceiling_pairs_per_s: float | None = Field(None, description="In-process pairs/s at the best batch size.")
-    ceiling_batch: int | None = Field(None, description="Batch size of the ceiling.")
+    ceiling_pairs_per_s: float | None = Field(None, description="In-process pairs/s of the best batch layout.")
+    ceiling_layout: str | None = Field(
+        None, description="The ceiling's batches: 'batch N' (fixed size) or 'planned' (the sidecar's planner), length-sorted."
+    )
     ray_replica_cpus: float | None = Field(None, description="CPUs and inference threads per Ray replica, if Ray.")
 
 
@@ -158,24 +161,33 @@ async def _run_workload(url: str, workload: Workload, passages: Sequence[str], q
 
 
 def in_process_ceiling(settings_env: dict[str, str], passages: Sequence[str], query: str,
-                       batch_sizes: Sequence[int] = (8, 16, 32, 64)) -> tuple[float, int]:
-    """Best pairs/s of the same backend scoring length-sorted batches directly, and its batch size."""
+                       batch_sizes: Sequence[int] = (8, 16, 32, 64)) -> tuple[float, str]:
+    """Best pairs/s of the same backend scoring length-sorted pairs directly, and the batch layout that gave it.
+
+    The layouts are fixed batch sizes and the sidecar's own batch planner over all the pairs at once,
+    which a live sidecar only sees a window of.
+    """
     from ..config import Settings
+    from ..engine.scheduler import BatchBudget
     from ..models.registry import load_scorer
     from ..models.resolve import force_offline
 
     force_offline()
-    scorer = load_scorer(Settings(**settings_env))
+    settings = Settings(**settings_env)
+    scorer = load_scorer(settings)
     pairs = sorted((doc.windows[0] for doc in scorer.encode(query, list(passages), None, "truncate", 1)),
                    key=lambda pair: pair.cost)
+    layouts = {f"batch {size}": [pairs[start : start + size] for start in range(0, len(pairs), size)]
+               for size in batch_sizes}
+    plan = BatchBudget.for_scorer(settings, scorer.info).plan([pair.cost for pair in pairs])
+    layouts["planned"] = [[pairs[index] for index in batch] for batch in plan]
     scorer.score_batch(pairs[:8])  # first call pays one-off set-up costs
-    best = (0.0, batch_sizes[0])
-    for size in batch_sizes:
+    best = (0.0, "")
+    for name, batches in layouts.items():
         started = time.perf_counter()
-        for start in range(0, len(pairs), size):
-            scorer.score_batch(pairs[start : start + size])
-        rate = len(pairs) / (time.perf_counter() - started)
-        best = max(best, (rate, size))
+        for batch in batches:
+            scorer.score_batch(batch)
+        best = max(best, (len(pairs) / (time.perf_counter() - started), name))
     scorer.close()
     return round(best[0], 2), best[1]
 
@@ -210,26 +222,37 @@ def run_load(args: argparse.Namespace) -> LoadReport:
     results: list[LoadResult] = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
-        for scheduler in args.schedulers.split(","):
-            settings = {**base, "scheduler": scheduler, "max_queued_pairs": "100000"}
-            if args.ray_replicas:
-                settings["ray_replica_cpus"] = str(args.ray_replica_cpus)  # also each replica's threads
-            for replicas in _ray_replica_counts(args.ray_replicas):
-                configuration = scheduler if replicas is None else f"{scheduler} ray x{replicas}"
-                ready_timeout_s = 120.0 if replicas is None else 300.0  # Ray starts, then each replica loads
-                with bench_server(settings, ready_timeout_s, ray_replicas=replicas) as server:
-                    for workload in workloads:
+        for group in _server_groups(args, base):
+            with ExitStack() as stack:
+                servers = [(name, stack.enter_context(bench_server(settings, timeout_s, ray_replicas=replicas)))
+                           for name, settings, replicas, timeout_s in group]
+                for workload in workloads:  # the configurations take turns, so drift of the machine hits each alike
+                    for name, server in servers:
                         results.append(asyncio.run(_run_workload(
-                            server.url, workload, passages, queries, args.max_seconds, progress, configuration)))
+                            server.url, workload, passages, queries, args.max_seconds, progress, name)))
     ceiling = in_process_ceiling(base, passages[: args.ceiling_pairs], queries[0]) if args.ceiling_pairs else None
     return LoadReport(model=args.model, backend=args.backend, results=results,
-                      ceiling_pairs_per_s=ceiling[0] if ceiling else None, ceiling_batch=ceiling[1] if ceiling else None,
+                      ceiling_pairs_per_s=ceiling[0] if ceiling else None, ceiling_layout=ceiling[1] if ceiling else None,
                       ray_replica_cpus=args.ray_replica_cpus if args.ray_replicas else None)
 
 
-def _ray_replica_counts(option: str | None) -> list[int | None]:
-    """Replica counts of --ray-replicas ("1,2"), or [None]: one plain sidecar."""
-    return [int(count) for count in option.split(",")] if option else [None]
+_ServerSpec = tuple[str, dict[str, str], int | None, float]
+"""A configuration's name, its RERANK_* settings, its Ray replica count (None: plain) and its ready timeout."""
+
+
+def _server_groups(args: argparse.Namespace, base: dict[str, str]) -> list[list[_ServerSpec]]:
+    """The sidecars to compare, in groups that run side by side: all plain ones together, Ray ones alone."""
+    if not args.ray_replicas:
+        return [[(scheduler, {**base, "scheduler": scheduler, "max_queued_pairs": "100000"}, None, 120.0)
+                 for scheduler in args.schedulers.split(",")]]
+    groups = []
+    for scheduler in args.schedulers.split(","):
+        settings = {**base, "scheduler": scheduler, "max_queued_pairs": "100000",
+                    "ray_replica_cpus": str(args.ray_replica_cpus)}  # also each replica's threads
+        for replicas in (int(count) for count in args.ray_replicas.split(",")):
+            # One local Ray instance at a time; it starts, then each replica loads.
+            groups.append([(f"{scheduler} ray x{replicas}", settings, replicas, 300.0)])
+    return groups
 
 
 def print_report(report: LoadReport) -> None:
@@ -262,7 +285,7 @@ def comparisons(report: LoadReport) -> list[str]:
         if replicas not in ("", "1") and one_replica:
             lines.append(f"{r.workload}: throughput {r.configuration} / ray x1 {r.pairs_per_s / one_replica.pairs_per_s:.2f}x")
     if report.ceiling_pairs_per_s:
-        lines.append(f"in-process ceiling: {report.ceiling_pairs_per_s:.1f} pairs/s at batch {report.ceiling_batch}")
+        lines.append(f"in-process ceiling: {report.ceiling_pairs_per_s:.1f} pairs/s ({report.ceiling_layout})")
     return lines
 
 

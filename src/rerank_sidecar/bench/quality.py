@@ -70,7 +70,7 @@ def score_in_process(benchmark: Benchmark) -> dict[str, np.ndarray]:
     settings = Settings()
     scorer = load_scorer(settings)
     try:
-        return score_benchmark(scorer, benchmark, BatchBudget.for_device(settings, scorer.info.device))
+        return score_benchmark(scorer, benchmark, BatchBudget.for_scorer(settings, scorer.info))
     finally:
         scorer.close()
 

@@ -114,7 +114,7 @@ class Engine:
             self.state, self.error = "error", f"{type(exc).__name__}: {exc}"
             raise ModelUnavailable(self.error) from exc
         self.load_s = time.perf_counter() - started
-        budget = BatchBudget.for_device(self.settings, scorer.info.device)
+        budget = BatchBudget.for_scorer(self.settings, scorer.info)
         scheduler_type = MicroBatcher if self.settings.scheduler == "batched" else SerialScheduler
         self._scheduler = scheduler_type(scorer, budget, self.settings.max_queued_pairs, self.metrics)
         self.scorer, self.state, self.error = scorer, "ready", None

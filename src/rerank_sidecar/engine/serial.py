@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -61,7 +62,9 @@ class SerialScheduler:
         """Scores one request in length-sorted batches within the budget."""
         scores = np.zeros(len(pairs), dtype=np.float64)
         for chunk in self._budget.plan([pair.cost for pair in pairs]):
+            started = time.perf_counter()
             scores[chunk] = self._scorer.score_batch([pairs[i] for i in chunk])
+            self._metrics.batch_seconds.observe(time.perf_counter() - started)
             self._metrics.batch_pairs.observe(len(chunk))
             self._metrics.batch_requests.observe(1)
             self._metrics.batch_tokens.observe(max(pairs[i].cost for i in chunk) * len(chunk))
