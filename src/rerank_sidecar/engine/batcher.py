@@ -161,15 +161,19 @@ class MicroBatcher:
         return slots
 
     def _take_fair_share(self) -> list[_Slot]:
-        """One pair from each waiting request in turn, until the round is full or one request is left."""
+        """One pair from each waiting request in turn, until the round is full or one request is left.
+
+        A request left alone still tops the round up to one batch's worth of tokens: rounds of a few
+        pairs each would starve it behind a stream of small requests where passes are fast (GPU).
+        """
         max_tokens = _ROUND_BATCHES * self._budget.max_tokens
         max_pairs = _ROUND_BATCHES * self._budget.max_pairs
         slots: list[_Slot] = []
         tokens = 0
         while True:
             waiting = [job for job in self._jobs if job.unscheduled > 0]
-            if len(waiting) < 2:
-                return slots  # the rest of a lone request goes in batches of its own
+            if not waiting or (len(waiting) == 1 and tokens >= self._budget.max_tokens):
+                return slots  # the rest of a lone request goes in rounds of its own
             for job in waiting:
                 slots.append(job.take())
                 tokens += job.pairs[slots[-1][1]].cost
