@@ -121,8 +121,8 @@ async def refused_after(url: str, timeout: float) -> bool:
         while asyncio.get_running_loop().time() < deadline:
             try:
                 await late.get("/health", headers={"Connection": "close"})
-            except httpx.ConnectError:
-                return True
+            except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):
+                return True  # refused, or accepted from the backlog as the listener closed and then reset
             await asyncio.sleep(0.02)
     return False
 

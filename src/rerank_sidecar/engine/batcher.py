@@ -1,4 +1,4 @@
-"""Micro-batching scheduler: pairs of concurrent requests share forward passes, taken in fair, length-sorted rounds."""
+"""Micro-batching scheduler: concurrent requests share forward passes in length-sorted rounds, fewest-left first."""
 
 from __future__ import annotations
 
@@ -18,11 +18,13 @@ from .scheduler import BatchBudget, QueueFull, RequestTooLarge, SchedulerStopped
 # Weight of the newest batch in the moving average of throughput used for Retry-After.
 _THROUGHPUT_SMOOTHING = 0.2
 
-# A round holds at most this many batches' worth of tokens and pairs: enough to sort a full queue of
-# small requests by length (W2: 32 requests x 5 pairs), so its batches pad little (on a 2-core EPYC,
-# MiniLM-L6 scored W2's pairs at 44 pairs/s sorted as one round, 29 in batches mixed across
-# requests); few enough that a request arriving mid-round waits seconds, not for the whole queue.
-_ROUND_BATCHES = 8
+# A round sorts about this many tokens of pairs across requests before cutting them into batches:
+# enough to sort a full queue of small requests by length (W2: 32 requests x 5 pairs of about 100
+# tokens), so its batches pad little (on a 2-core EPYC, MiniLM-L6 scored W2's pairs at 44 pairs/s
+# sorted as one round, 29 in batches mixed across requests). That is 8 batches of the CPU budget and
+# one of a GPU's: a GPU batch holds that many pairs already, and a bigger round only makes requests
+# arriving meanwhile wait longer.
+_ROUND_TOKENS = 16384
 
 _Slot = tuple["_Job", int]
 """One pair of a round: its request, and its index in the request."""
@@ -58,6 +60,11 @@ class _Job:
     def unscheduled(self) -> int:
         return len(self.order) - self.cursor
 
+    @property
+    def unscheduled_tokens(self) -> int:
+        """Tokens of the pairs not yet in a round."""
+        return sum(self.pairs[index].cost for index in self.order[self.cursor :])
+
     def take(self) -> _Slot:
         """The next (longest) pair not yet in a round."""
         self.cursor += 1
@@ -65,11 +72,12 @@ class _Job:
 
 
 class MicroBatcher:
-    """Scores the waiting requests in rounds: a fair share of each, sorted by length, cut into batches.
+    """Scores the waiting requests in rounds: the fewest-left requests first, sorted by length, cut into batches.
 
-    A round takes one pair from each waiting request in turn, so a small request gets its pairs
-    into the next round beside a big one, and sorts what it took by length before cutting it into
-    batches within the token budget and pair cap, so pairs of different requests pad little.
+    A round takes the oldest request's fair share and then whole requests, fewest pairs left
+    first, so a small request gets into the next round beside a big one, and requests finish one
+    after another. It sorts what it took by length before cutting it into batches within the token
+    budget and pair cap, so pairs of different requests pad little.
     """
 
     def __init__(self, scorer: Scorer, budget: BatchBudget, max_queued_pairs: int, metrics: Metrics) -> None:
@@ -147,7 +155,7 @@ class MicroBatcher:
         if len(self._jobs) == 1:
             slots = self._take_alone(self._jobs[0])
         else:
-            slots = self._take_fair_share()
+            slots = self._take_shortest_first()
         self._jobs = deque(job for job in self._jobs if job.unscheduled > 0)
         plan = self._budget.plan([job.pairs[index].cost for job, index in slots])
         self._round.extend([slots[i] for i in batch] for batch in plan)
@@ -160,25 +168,37 @@ class MicroBatcher:
             slots.append(job.take())
         return slots
 
-    def _take_fair_share(self) -> list[_Slot]:
-        """One pair from each waiting request in turn, until the round is full or one request is left.
+    def _take_shortest_first(self) -> list[_Slot]:
+        """The oldest request's fair share of the round (at most a batch), then the requests with the fewest pairs left.
 
-        A request left alone still tops the round up to one batch's worth of tokens: rounds of a few
-        pairs each would starve it behind a stream of small requests where passes are fast (GPU).
+        Fewest-left-first finishes requests one after another rather than all at the end of a
+        shared round: each request's HTTP and tokenization work then overlaps the model's work on
+        the next instead of leaving it idle (rounds of one pair from each request in turn made W1
+        on an H200 0.48x the one-lock scheduler), and a small request overtakes a big one. The
+        oldest request's share keeps a big one moving under a stream of small ones. The last request,
+        where it does not fit whole, only tops the round up to one batch's worth of tokens; its rest
+        goes in rounds of its own, which requests arriving meanwhile can join.
         """
-        max_tokens = _ROUND_BATCHES * self._budget.max_tokens
-        max_pairs = _ROUND_BATCHES * self._budget.max_pairs
+        batches = max(1, _ROUND_TOKENS // self._budget.max_tokens)
+        round_tokens, round_pairs = batches * self._budget.max_tokens, batches * self._budget.max_pairs
         slots: list[_Slot] = []
         tokens = 0
-        while True:
-            waiting = [job for job in self._jobs if job.unscheduled > 0]
-            if not waiting or (len(waiting) == 1 and tokens >= self._budget.max_tokens):
-                return slots  # the rest of a lone request goes in rounds of its own
-            for job in waiting:
+
+        def take_from(job: _Job, token_limit: int) -> None:
+            nonlocal tokens
+            while job.unscheduled and tokens < token_limit and len(slots) < round_pairs:
                 slots.append(job.take())
                 tokens += job.pairs[slots[-1][1]].cost
-                if tokens >= max_tokens or len(slots) >= max_pairs:
-                    return slots
+
+        take_from(self._jobs[0], min(round_tokens // len(self._jobs), self._budget.max_tokens))
+        fewest_left = sorted(self._jobs, key=lambda job: job.unscheduled)  # stable: ties go oldest first
+        for position, job in enumerate(fewest_left):
+            alone = not any(later.unscheduled for later in fewest_left[position + 1 :])
+            if alone and job.unscheduled_tokens > round_tokens - tokens:
+                take_from(job, self._budget.max_tokens)
+            else:
+                take_from(job, round_tokens)
+        return slots
 
     def _next_batch(self) -> list[_Slot]:
         """The round's next batch without withdrawn requests' pairs, counted off the queue. Caller holds the lock."""

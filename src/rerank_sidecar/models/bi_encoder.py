@@ -11,7 +11,17 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from ..config import Settings
-from .base import Calibration, EncodedDocument, EncodedPair, LongDocs, Scorer, ScorerInfo, chunk_stride, group_windows
+from .base import (
+    Calibration,
+    EncodedDocument,
+    EncodedPair,
+    LongDocs,
+    Scorer,
+    ScorerInfo,
+    chunk_stride,
+    group_windows,
+    pad_rows,
+)
 from .device import configure_torch_threads, pick_device, pick_dtype
 from .resolve import ResolvedModel
 
@@ -80,9 +90,9 @@ class BiEncoderScorer(Scorer):
     @torch.inference_mode()
     def embed(self, token_lists: Sequence[Sequence[int]]) -> torch.Tensor:
         """Mean-pooled, L2-normalized embeddings, as sentence-transformers computes them for this model."""
-        batch = self.tokenizer.pad({"input_ids": [list(ids) for ids in token_lists]}, return_tensors="pt")
-        batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
-        return mean_pooled(self.model(**batch).last_hidden_state, batch["attention_mask"])
+        padded = pad_rows(token_lists, self.tokenizer.pad_token_id or 0)
+        ids, mask = (torch.from_numpy(array).to(self.device) for array in padded)
+        return mean_pooled(self.model(input_ids=ids, attention_mask=mask).last_hidden_state, mask)
 
     def score_batch(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
         queries = list(dict.fromkeys(pair.query_ids for pair in pairs))

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig
 
 from ..config import Settings
-from .base import EncodedDocument, EncodedPair, LongDocs, Scorer, ScorerInfo, chunk_stride, group_windows
+from .base import EncodedDocument, EncodedPair, LongDocs, Scorer, ScorerInfo, chunk_stride, group_windows, pad_rows
 from .device import configure_torch_threads, pick_device, pick_dtype
 from .resolve import ResolvedModel
 
@@ -77,15 +77,16 @@ class CrossEncoderScorer(Scorer):
             return query
         return query[: offsets[self.max_query_tokens - 1][1]]
 
-    def pad(self, pairs: Sequence[EncodedPair]) -> dict[str, torch.Tensor]:
-        """One padded batch of tensors on the model's device."""
-        features: dict[str, list[list[int]]] = {"input_ids": [list(pair.input_ids) for pair in pairs]}
+    def pad(self, pairs: Sequence[EncodedPair]) -> dict[str, np.ndarray]:
+        """One right-padded batch: input ids, attention mask and, where the model has them, token type ids."""
+        ids, mask = pad_rows([pair.input_ids for pair in pairs], self.tokenizer.pad_token_id or 0)
+        batch = {"input_ids": ids, "attention_mask": mask}
         if pairs[0].token_type_ids is not None:
-            features["token_type_ids"] = [list(pair.token_type_ids or ()) for pair in pairs]
-        batch = self.tokenizer.pad(features, return_tensors="pt")
-        return {name: tensor.to(self.device) for name, tensor in batch.items()}
+            types = [pair.token_type_ids or () for pair in pairs]
+            batch["token_type_ids"] = pad_rows(types, self.tokenizer.pad_token_type_id)[0]
+        return batch
 
     @torch.inference_mode()
     def score_batch(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
-        logits = self.model(**self.pad(pairs)).logits
-        return logits[:, 0].double().cpu().numpy()
+        batch = {name: torch.from_numpy(array).to(self.device) for name, array in self.pad(pairs).items()}
+        return self.model(**batch).logits[:, 0].double().cpu().numpy()

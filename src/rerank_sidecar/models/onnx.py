@@ -28,7 +28,7 @@ import torch
 from transformers import AutoConfig
 
 from ..config import Settings
-from .base import Calibration, EncodedPair, Family, ScorerInfo
+from .base import Calibration, EncodedPair, Family, ScorerInfo, pad_rows
 from .bi_encoder import BiEncoderScorer, mean_pooled
 from .cross_encoder import CrossEncoderScorer
 from .device import inference_threads
@@ -64,9 +64,9 @@ class OnnxSession:
         self.session_s = time.perf_counter() - started
         self.input_names = [node.name for node in self.session.get_inputs()]
 
-    def run(self, batch: Mapping[str, torch.Tensor]) -> np.ndarray:
-        """The graph's one output for a padded batch (torch tensors on the CPU, as the tokenizers give them)."""
-        return self.session.run(None, {name: batch[name].numpy() for name in self.input_names})[0]
+    def run(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The graph's one output for a padded batch."""
+        return self.session.run(None, {name: batch[name] for name in self.input_names})[0]
 
     def scorer_info(self, resolved: ResolvedModel, family: Family, max_length: int) -> ScorerInfo:
         """What /health and /warmup report: the file, whether the cache served it, and its cost."""
@@ -95,7 +95,6 @@ class OnnxCrossEncoderScorer(CrossEncoderScorer):
 
     def __init__(self, resolved: ResolvedModel, settings: Settings) -> None:
         # Not super().__init__: that loads the torch weights, which this backend must not hold.
-        self.device = torch.device("cpu")  # where pad() puts the batch; onnxruntime reads it as numpy
         self.setup_tokenization(resolved, settings, AutoConfig.from_pretrained(resolved.path, local_files_only=True))
         self.onnx = OnnxSession(resolved, "sequence-classification", settings)
         self.info = self.onnx.scorer_info(resolved, "cross-encoder", self.max_length)
@@ -109,13 +108,12 @@ class OnnxBiEncoderScorer(BiEncoderScorer):
 
     def __init__(self, resolved: ResolvedModel, settings: Settings, calibration: Calibration) -> None:
         # Not super().__init__: that loads the torch weights, which this backend must not hold.
-        self.device = torch.device("cpu")  # where pad() puts the batch; onnxruntime reads it as numpy
         self.setup_tokenization(resolved, settings)
         self.calibration = calibration
         self.onnx = OnnxSession(resolved, "feature-extraction", settings)
         self.info = self.onnx.scorer_info(resolved, "bi-encoder", self.max_length)
 
     def embed(self, token_lists: Sequence[Sequence[int]]) -> torch.Tensor:
-        batch = self.tokenizer.pad({"input_ids": [list(ids) for ids in token_lists]}, return_tensors="pt")
-        hidden = torch.from_numpy(self.onnx.run(batch))
-        return mean_pooled(hidden, batch["attention_mask"])
+        ids, mask = pad_rows(token_lists, self.tokenizer.pad_token_id or 0)
+        hidden = torch.from_numpy(self.onnx.run({"input_ids": ids, "attention_mask": mask}))
+        return mean_pooled(hidden, torch.from_numpy(mask))

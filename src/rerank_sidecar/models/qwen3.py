@@ -28,7 +28,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..config import DEFAULT_QWEN3_INSTRUCTION, Settings
-from .base import EncodedDocument, EncodedPair, LongDocs, Scorer, ScorerInfo, chunk_stride
+from .base import EncodedDocument, EncodedPair, LongDocs, Scorer, ScorerInfo, chunk_stride, pad_rows
 from .device import configure_torch_threads, pick_device, pick_dtype
 from .resolve import ResolvedModel
 
@@ -135,12 +135,10 @@ class Qwen3RerankerScorer(Scorer):
 
     @torch.inference_mode()
     def score_batch(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
-        batch = self.tokenizer.pad(
-            {"input_ids": [list(pair.input_ids) for pair in pairs]}, padding_side="left", return_tensors="pt"
-        )
+        ids, mask = pad_rows([pair.input_ids for pair in pairs], self.tokenizer.pad_token_id, side="left")
         hidden = self.model(
-            input_ids=batch["input_ids"].to(self.device),
-            attention_mask=batch["attention_mask"].to(self.device),
+            input_ids=torch.from_numpy(ids).to(self.device),
+            attention_mask=torch.from_numpy(mask).to(self.device),
             use_cache=False,
         ).last_hidden_state
         # Left padding puts every prompt's last token in the last column.
