@@ -40,3 +40,26 @@ def test_load_sweep_writes_json_and_a_png_and_report_renders(tmp_path, trec_dir,
     report = (tmp_path / "BENCHMARKS.md").read_text()
     assert "## Concurrency sweep" in report and "docs/bench/sweep.png" in report
     assert (tmp_path / "docs" / "bench" / "sweep.png").read_bytes() == png
+
+
+def test_backends_times_each_backend_in_turns_and_report_renders(tmp_path, trec_dir, monkeypatch) -> None:
+    monkeypatch.setenv("RERANK_THREADS", "2")
+    monkeypatch.setenv("RERANK_CACHE_DIR", str(tmp_path / "cache"))  # a fresh export of fp32 and int8
+    results = tmp_path / "results"
+    results.mkdir()
+    code = main(["bench", "backends", "--data", str(trec_dir), "--pairs", "24", "--passes", "2",
+                 "--quality-topics", "0", "--json", str(results / "backends.json")])
+    assert code == 0
+    report = json.loads((results / "backends.json").read_text())
+    speed = {row["backend"]: row for row in report["speed"]}
+    assert list(speed) == ["torch-fp32", "onnx-fp32", "onnx-int8"] and report["quality"] == []
+    for row in speed.values():
+        assert row["pairs"] == 24 and len(row["passes_pairs_per_s"]) == 2
+        # The figure is the median pass: with two passes, between the two.
+        assert min(row["passes_pairs_per_s"]) - 0.01 <= row["pairs_per_s"] <= max(row["passes_pairs_per_s"]) + 0.01
+    assert speed["onnx-int8"]["details"]["quantize"] == "int8" and speed["onnx-fp32"]["details"]["quantize"] == "none"
+    assert report["int8_over_torch"] == round(speed["onnx-int8"]["pairs_per_s"] / speed["torch-fp32"]["pairs_per_s"], 2)
+
+    assert main(["bench", "report", "--results", str(results), "--out", str(tmp_path / "BENCHMARKS.md")]) == 0
+    rendered = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "each pass" in rendered and "onnx-int8" in rendered and "not measured in this run" in rendered

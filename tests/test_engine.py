@@ -74,6 +74,23 @@ def pairs_for(scorer: Scorer, query: str, documents: list[str]) -> list[EncodedP
     return [document.windows[0] for document in scorer.encode(query, documents, None, "truncate", 1)]
 
 
+def score_queued_together(
+    batcher: MicroBatcher, recording: RecordingScorer, filler: list[EncodedPair], requests: list[list[EncodedPair]]
+) -> None:
+    """Holds the worker on the filler's batch (the first recorded) until every request is queued, then scores all."""
+
+    async def run() -> None:
+        recording.gate.clear()
+        held = asyncio.ensure_future(batcher.score(filler))  # the worker holds the filler's batch at the gate
+        await asyncio.sleep(0.1)
+        tasks = [asyncio.ensure_future(batcher.score(pairs)) for pairs in requests]
+        await asyncio.sleep(0.1)
+        recording.gate.set()
+        await asyncio.gather(held, *tasks)
+
+    asyncio.run(run())
+
+
 def test_concurrent_requests_share_forward_passes_and_keep_their_order(
     batcher: MicroBatcher, recording: RecordingScorer, passages: list[str]
 ) -> None:
@@ -92,10 +109,10 @@ def test_concurrent_requests_share_forward_passes_and_keep_their_order(
     big_scores, *small_scores = asyncio.run(run())
     for got, expected in zip([*small_scores, big_scores], alone, strict=True):
         np.testing.assert_allclose(got, expected, atol=1e-6)
-    # A round takes a fair share of every waiting request: all three small requests finish after at
-    # most one batch's worth of the big one's pairs (16, if it was taken alone before they arrived)
-    # plus its share of their round (which the big one tops up to one batch's worth of tokens),
-    # while the big one still has many batches to go.
+    # A round takes the oldest (big) request's share, at most a batch's worth of tokens, then the
+    # small requests whole: all three finish after at most one batch of the big one's pairs (16, if
+    # it was taken alone before they arrived) plus its share of their round, while the big one
+    # still has many batches to go.
     owners = [{pair.query_ids for pair in batch} for batch in recording.batches]
     small = {pairs[0].query_ids for pairs in requests}
     last_small = max(number for number, ids in enumerate(owners) if ids & small)
@@ -109,26 +126,29 @@ def test_concurrent_requests_share_forward_passes_and_keep_their_order(
 def test_a_round_sorts_the_pairs_of_all_requests_by_length(
     batcher: MicroBatcher, recording: RecordingScorer, passages: list[str]
 ) -> None:
-    filler = pairs_for(recording, "filler", passages[:1])  # one pair: one batch
     requests = [pairs_for(recording, f"query {i}", passages[i * 20 : i * 20 + 20]) for i in range(3)]
-
-    async def run() -> None:
-        recording.gate.clear()
-        held = asyncio.ensure_future(batcher.score(filler))  # the worker holds the filler's batch at the gate
-        await asyncio.sleep(0.1)
-        tasks = [asyncio.ensure_future(batcher.score(pairs)) for pairs in requests]
-        await asyncio.sleep(0.1)
-        recording.gate.set()
-        await asyncio.gather(held, *tasks)
-
-    asyncio.run(run())
-    round_batches = recording.batches[1:]
+    filler = pairs_for(recording, "filler", passages[:1])  # one pair: one batch
+    score_queued_together(batcher, recording, filler, requests)
+    round_batches = recording.batches[1:]  # after the filler's
     costs = [pair.cost for batch in round_batches for pair in batch]
     # One round over all three requests, longest first across requests: each batch pads only to
     # pairs of nearly its own length, whichever request they came from.
     assert len(costs) == 60 and costs == sorted(costs, reverse=True), costs
     assert any(len({pair.query_ids for pair in batch}) == 3 for batch in round_batches)
     assert all(max(p.cost for p in batch) * len(batch) <= 4096 and len(batch) <= 16 for batch in round_batches)
+
+
+def test_requests_of_equal_size_finish_one_after_another(
+    batcher: MicroBatcher, recording: RecordingScorer, passages: list[str]
+) -> None:
+    requests = [pairs_for(recording, f"query {i}", passages[i * 40 : i * 40 + 40]) for i in range(3)]
+    filler = pairs_for(recording, "filler", passages[:1])  # one pair: one batch
+    score_queued_together(batcher, recording, filler, requests)
+    owners = [{pair.query_ids for pair in batch} for batch in recording.batches[1:]]  # after the filler's
+    last_batch = [max(number for number, ids in enumerate(owners) if pairs[0].query_ids in ids) for pairs in requests]
+    # The oldest request is scored first and answered while the others still have batches to go;
+    # one pair from each in turn would answer all three in the last batches of one shared round.
+    assert last_batch[0] < min(last_batch[1:]) and last_batch[0] < len(owners) - 2, (last_batch, len(owners))
 
 
 def test_small_request_does_not_wait_behind_a_big_one(
@@ -152,8 +172,8 @@ def test_small_request_does_not_wait_behind_a_big_one(
 
     arrived, answered, total = asyncio.run(run())
     # The small request waits for at most the rest of the round in flight (one batch's worth of the
-    # big one alone: 16 pairs) and is scored in the next, beside the big one's share (topping the
-    # round up to one batch's worth of tokens), while the big one still has most of its pairs to go.
+    # big one alone: 16 pairs) and is scored in the next, beside the big one's share (at most one
+    # batch's worth of tokens), while the big one still has most of its pairs to go.
     assert answered - arrived <= 16 + 5 + 4096 // min(pair.cost for pair in big) + 1, (arrived, answered, total)
     assert total - answered >= 100, (arrived, answered, total)
 

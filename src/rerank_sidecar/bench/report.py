@@ -68,8 +68,7 @@ def _backends(report: BackendsReport) -> list[str]:
     lines = [f"## Backends in-process ({report.threads} threads)", "",
              "Speed: MiniLM-L6-shaped cross-encoder (the embedded model's encoder with an untrained head), "
              "the same TREC DL 2020 pairs for each backend; pairs/s is the median of "
-             f"{len(report.speed[0].passes_pairs_per_s)} passes, the backends taking turns. Quality: the embedded bi-encoder on "
-             f"{_queries(report)} TREC DL 2020 queries x 100 BM25 candidates (the full set is 54).", ""]
+             f"{len(report.speed[0].passes_pairs_per_s)} passes, the backends taking turns. " + _quality_sentence(report), ""]
     lines += _table(["backend", "model", "pairs", "mean tokens", "pairs/s", "each pass", "load s", "NDCG@10"],
                     [[r.backend, r.model, str(r.pairs), f"{r.mean_tokens:.0f}", f"{r.pairs_per_s:.1f}",
                       " / ".join(f"{rate:.1f}" for rate in r.passes_pairs_per_s),
@@ -79,9 +78,12 @@ def _backends(report: BackendsReport) -> list[str]:
     return lines
 
 
-def _queries(report: BackendsReport) -> int:
-    """Queries behind the quality rows: each query brings its 100 BM25 candidates."""
-    return report.quality[0].pairs // 100 if report.quality else 0
+def _quality_sentence(report: BackendsReport) -> str:
+    """What the quality rows measured; each query brings its 100 BM25 candidates."""
+    if not report.quality:
+        return "Quality: not measured in this run (--quality-topics 0)."
+    return (f"Quality: the embedded bi-encoder on {report.quality[0].pairs // 100} TREC DL 2020 queries x 100 BM25 "
+            "candidates (the full set is 54).")
 
 
 def _load(report: LoadReport, title: str) -> list[str]:

@@ -172,10 +172,10 @@ class MicroBatcher:
         """The oldest request's fair share of the round (at most a batch), then the requests with the fewest pairs left.
 
         Fewest-left-first finishes requests one after another rather than all at the end of a
-        shared round: each request's HTTP and tokenization work then overlaps the model's work on
-        the next instead of leaving it idle (rounds of one pair from each request in turn made W1
-        on an H200 0.48x the one-lock scheduler), and a small request overtakes a big one. The
-        oldest request's share keeps a big one moving under a stream of small ones. The last request,
+        shared round, so each request's HTTP and tokenization work overlaps the model's work on the
+        next (on an H200, warm, MiniLM-L6 shape: W1 1677 pairs/s against 1360 for rounds of one pair
+        from each request in turn), and a small request overtakes a big one. The oldest request's
+        share keeps a big one moving under a stream of small ones. The last request,
         where it does not fit whole, only tops the round up to one batch's worth of tokens; its rest
         goes in rounds of its own, which requests arriving meanwhile can join.
         """
