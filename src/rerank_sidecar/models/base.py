@@ -130,9 +130,9 @@ def pad_rows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Token rows padded to the longest as an int64 matrix, and its attention mask: what `tokenizer.pad` gives.
 
-    At a twentieth of `tokenizer.pad`'s cost: on a 2-core EPYC that took 8 ms for 64 pairs of about
-    100 tokens (0.4 ms here), all of it holding the GIL on the model's worker thread. An H200 scores
-    such a batch of MiniLM-L6 in about 6 ms.
+    At a twentieth of `tokenizer.pad`'s cost: on a 2-core EPYC, 64 pairs of about 100 tokens took
+    8 ms there and 0.4 ms here, on the model's worker thread and holding the GIL. An H200 scores
+    such a batch of MiniLM-L6 in 4 to 6 ms (its in-process ceilings, docs/bench/gpu-h200.md).
     """
     lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
     width = int(lengths.max())
