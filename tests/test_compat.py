@@ -1,4 +1,5 @@
-"""Cohere/Jina-compatible routes and /rerank/batch against a live sidecar, called by the official cohere SDK."""
+"""Cohere/Jina and text-embeddings-inference compatible routes, /rerank/batch, /info and /v1/models against a live
+sidecar, called by the official cohere SDK and Haystack's TEI ranker."""
 
 from __future__ import annotations
 
@@ -194,25 +195,161 @@ def test_batch_bad_inputs_name_the_field(server: LiveServer, body: dict, named: 
     assert named in response.json()["error"]["message"]
 
 
+def _component(schema: dict) -> list[str]:
+    """The component names a (possibly union or array) schema refers to."""
+    if "$ref" in schema:
+        return [schema["$ref"].rsplit("/", 1)[-1]]
+    if schema.get("type") == "array":
+        return _component(schema["items"])
+    return [name for option in schema.get("anyOf", schema.get("oneOf", [])) for name in _component(option)]
+
+
 def test_openapi_describes_every_route_with_examples(server: LiveServer) -> None:
     with server.client() as client:
         schema = client.get("/openapi.json").json()
     components = schema["components"]["schemas"]
     paths = schema["paths"]
-    assert {"/health", "/warmup", "/rerank", "/rerank/batch", "/v1/rerank", "/v2/rerank"} <= set(paths)
+    assert {"/health", "/warmup", "/rerank", "/rerank/batch", "/v1/rerank", "/v2/rerank", "/info", "/v1/models"} <= set(paths)
     for path, operations in paths.items():
         for method, operation in operations.items():
             ok = operation["responses"]["200"]
             assert ok["description"] != "Successful Response", (path, method)
-            response_model = ok["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
-            assert components[response_model].get("examples"), (path, response_model)
+            response_models = _component(ok["content"]["application/json"]["schema"])
+            assert response_models, (path, method)
+            for response_model in response_models:
+                assert components[response_model].get("examples"), (path, response_model)
             if method != "post":
                 continue
             if "requestBody" in operation:
-                request_model = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
-                assert components[request_model.rsplit("/", 1)[-1]].get("examples"), path
+                for request_model in _component(operation["requestBody"]["content"]["application/json"]["schema"]):
+                    assert components[request_model].get("examples"), path
             for status in ("400", "413", "422", "503"):
                 error = operation["responses"][status]["content"]["application/json"]
-                assert error["schema"]["$ref"].endswith("/ErrorResponse"), (path, status)
+                shapes = {"ErrorResponse", "TeiErrorResponse"} if path == "/rerank" else {"ErrorResponse"}
+                assert set(_component(error["schema"])) == shapes, (path, status)
                 assert set(error["example"]["error"]) == {"type", "message"}
+    rerank_body = paths["/rerank"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(_component(rerank_body)) == {"RerankRequest", "TeiRerankRequest"}
+    assert set(_component(paths["/rerank"]["post"]["responses"]["200"]["content"]["application/json"]["schema"])) == {
+        "RerankResponse", "TeiRank"
+    }
 
+
+# --- text-embeddings-inference's shape at the root URL -------------------------------------------------------
+
+# The embedded model reads 256 tokens: a [CLS], 254 of the document, a [SEP] (the query is embedded apart).
+DOCUMENT_ROOM = 254
+
+
+def tei(server: LiveServer, body: dict) -> tuple[int, object]:
+    with server.client() as client:
+        response = client.post("/rerank", json=body)
+    return response.status_code, response.json()
+
+
+def test_haystack_tei_ranker_matches_native_rerank(server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HAYSTACK_TELEMETRY_ENABLED", "False")
+    from haystack import Document
+    from haystack.components.rankers import HuggingFaceTEIRanker
+
+    reference = native(server, QUERY, DOCUMENTS)
+    ranker = HuggingFaceTEIRanker(url=server.url, top_k=len(DOCUMENTS), token=None)
+    ranked = ranker.run(query=QUERY, documents=[Document(content=text) for text in DOCUMENTS])["documents"]
+    assert [DOCUMENTS.index(document.content) for document in ranked] == [r["index"] for r in reference["results"]]
+    for document, wanted in zip(ranked, reference["results"], strict=True):
+        assert document.score == pytest.approx(wanted["relevance_score"], abs=1e-6)
+    assert ranked[0].content == DOCUMENTS[3]  # Washington, D.C.
+    log = [json.loads(line) for line in server.log_lines()]
+    assert any(line["route"] == "/rerank" and line["status"] == 200 and line["documents"] == 5 for line in log)
+
+
+def test_tei_raw_scores_and_return_text(server: LiveServer) -> None:
+    with server.client() as client:
+        raw_native = client.post("/rerank", json={"query": QUERY, "documents": DOCUMENTS, "raw_scores": True}).json()
+    status, ranks = tei(server, {"query": QUERY, "texts": DOCUMENTS, "raw_scores": True, "return_text": True})
+    assert status == 200
+    assert [rank["index"] for rank in ranks] == [result["index"] for result in raw_native["results"]]
+    for rank in ranks:
+        assert rank["score"] == pytest.approx(raw_native["scores"][rank["index"]], abs=1e-6)
+        assert rank["text"] == DOCUMENTS[rank["index"]]
+    assert [rank["score"] for rank in ranks] == sorted((rank["score"] for rank in ranks), reverse=True)
+    status, bare = tei(server, {"query": QUERY, "texts": DOCUMENTS})
+    assert status == 200 and all(set(rank) == {"index", "score"} for rank in bare)
+    assert all(0.0 <= rank["score"] <= 1.0 for rank in bare)
+
+
+def test_tei_truncation_keeps_the_side_asked_for(server: LiveServer) -> None:
+    start, end = "apple " * 300, "banana " * 300
+    long_text = (start + end).strip()
+    scores = {}
+    for direction in ("Right", "Left", "left"):
+        status, ranks = tei(server, {"query": QUERY, "texts": [long_text], "truncate": True,
+                                     "truncation_direction": direction, "raw_scores": True})
+        assert status == 200, ranks
+        scores[direction] = ranks[0]["score"]
+    with server.client() as client:
+        kept = client.post("/rerank", json={"query": QUERY, "raw_scores": True, "documents": [
+            ("apple " * DOCUMENT_ROOM).strip(), ("banana " * DOCUMENT_ROOM).strip(), long_text]}).json()["scores"]
+    assert scores["Right"] == pytest.approx(kept[0], abs=1e-6)  # the first 254 tokens: apples only
+    assert scores["Left"] == pytest.approx(kept[1], abs=1e-6)  # the last 254 tokens: bananas only
+    assert scores["left"] == scores["Left"]  # TEI takes both spellings
+    assert kept[2] == pytest.approx(kept[0], abs=1e-6)  # the native shape truncates on the right, unchanged
+    assert abs(kept[0] - kept[1]) > 1e-3
+
+
+def test_tei_refuses_an_over_long_text_without_truncate(server: LiveServer) -> None:
+    long_text = "banana " * 400
+    status, error = tei(server, {"query": QUERY, "texts": [DOCUMENTS[0], long_text], "truncate": False})
+    assert status == 422
+    assert error["error_type"] == "Validation"
+    assert error["error"].startswith("texts.1:") and "max_input_length 256" in error["error"]
+    assert "402 tokens" in error["error"]  # [CLS], 400 of text, [SEP]: the bi-encoder embeds the query apart
+    status, fits = tei(server, {"query": QUERY, "texts": [DOCUMENTS[0]], "truncate": False})
+    assert status == 200 and len(fits) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error_type", "named"),
+    [
+        ({"query": QUERY, "texts": []}, 400, "Empty", "`texts` cannot be empty"),
+        ({"query": QUERY, "texts": ["a", 5]}, 422, "Validation", "texts.1"),
+        ({"query": "  ", "texts": ["a"]}, 422, "Validation", "query"),
+        ({"query": QUERY, "texts": ["a"], "truncation_direction": "Up"}, 422, "Validation", "truncation_direction"),
+        ({"query": QUERY, "texts": ["a"] * (MAX_DOCUMENTS + 1)}, 422, "Validation", "RERANK_MAX_DOCUMENTS"),
+    ],
+)
+def test_tei_errors_come_in_tei_shape(server: LiveServer, body: dict, status: int, error_type: str, named: str) -> None:
+    got_status, error = tei(server, body)
+    assert got_status == status, error
+    assert set(error) == {"error", "error_type"} and error["error_type"] == error_type
+    assert named in error["error"]
+
+
+def test_a_body_with_documents_and_texts_is_refused_clearly(server: LiveServer) -> None:
+    status, error = tei(server, {"query": QUERY, "documents": DOCUMENTS, "texts": DOCUMENTS})
+    assert status == 422
+    assert "`documents`" in error["error"]["message"] and "`texts`" in error["error"]["message"]
+    assert "not both" in error["error"]["message"]
+
+
+def test_info_reports_the_running_settings(server: LiveServer) -> None:
+    with server.client() as client:
+        info = client.get("/info").json()
+        health = client.get("/health").json()
+    assert info["model_id"] == info["served_model_name"] == SERVED
+    assert info["model_sha"] == health["revision"] and info["model_dtype"] == health["dtype"] == "float32"
+    assert info["model_type"] == {"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}}
+    assert info["max_client_batch_size"] == MAX_DOCUMENTS
+    assert info["max_input_length"] == 256
+    assert info["max_batch_tokens"] == 2048 and info["max_batch_requests"] == 64  # the CPU defaults
+    assert info["max_concurrent_requests"] == 20000 and info["auto_truncate"] is True
+    assert info["version"] == health["version"]
+
+
+def test_v1_models_lists_the_model_and_its_aliases(server: LiveServer) -> None:
+    with server.client() as client:
+        listing = client.get("/v1/models").json()
+    assert listing["object"] == "list"
+    assert [card["id"] for card in listing["data"]] == [SERVED, ALIAS]
+    assert all(card["root"] == SERVED and card["object"] == "model" for card in listing["data"])
+    assert all(card["max_model_len"] == 256 and card["created"] > 1_700_000_000 for card in listing["data"])

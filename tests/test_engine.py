@@ -15,7 +15,8 @@ import pytest
 from rerank_sidecar.config import Settings
 from rerank_sidecar.engine.batcher import MicroBatcher
 from rerank_sidecar.engine.engine import Engine, RerankJob
-from rerank_sidecar.engine.scheduler import BatchBudget, QueueFull, RequestTooLarge
+from rerank_sidecar.engine.errors import QueueFull, RequestTooLarge
+from rerank_sidecar.engine.scheduler import BatchBudget
 from rerank_sidecar.engine.serial import SerialScheduler
 from rerank_sidecar.metrics import Metrics
 from rerank_sidecar.models.base import EncodedPair, Scorer

@@ -15,10 +15,12 @@ from ..engine.engine import Engine
 from ..metrics import Metrics
 from ..requestlog import RequestLog
 from .auth import ApiKeyMiddleware, UnsafeExposure, exposure_refusal
+from .catalog import router as catalog_router
 from .compat import router as compat_router
 from .errors import install_error_handlers
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware
 from .routes import router
+from .tei import router as tei_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -49,6 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.started_at = time.monotonic()
     app.include_router(router)
     app.include_router(compat_router)
+    app.include_router(tei_router)
+    app.include_router(catalog_router)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)  # inner to the next: 401s get ids, log lines

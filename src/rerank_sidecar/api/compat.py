@@ -17,9 +17,12 @@ from .compat_schemas import (
     CompatUsage,
     echoed_document,
 )
+from .dispatch import rerank_outcome
 from .errors import ApiError
+from .limits import check_limits, check_requested_model
+from .request_notes import note_request
+from .results import ranked_results
 from .schemas import ERROR_RESPONSES
-from .scoring import best_first, check_limits, check_requested_model, note_request, rerank_outcome
 
 # Cohere counts one search unit per query and started hundred documents.
 DOCUMENTS_PER_SEARCH_UNIT = 100
@@ -57,19 +60,18 @@ async def _rerank(body: CompatRerankRequest, request: Request) -> CompatRerankRe
         max_document_tokens=body.max_tokens_per_doc,
     )
     outcome = await rerank_outcome(request, engine, job)
-    assert engine.scorer is not None
-    scores = engine.scorer.relevance(outcome.raw)
     return CompatRerankResponse(
         id=request.state.request_id,
-        model=engine.scorer.info.model,
-        results=[
-            CompatRerankResult(
+        model=outcome.info.model,
+        results=ranked_results(
+            outcome.relevance,
+            body.top_n,
+            lambda index, score: CompatRerankResult(
                 index=index,
-                relevance_score=float(scores[index]),
+                relevance_score=score,
                 document=echoed_document(body.documents[index]) if body.return_documents else None,
-            )
-            for index in best_first(scores, body.top_n)
-        ],
+            ),
+        ),
         meta=CompatMeta(
             billed_units=BilledUnits(search_units=max(1, math.ceil(len(body.documents) / DOCUMENTS_PER_SEARCH_UNIT))),
             warnings=[_truncation_warning(outcome.truncated)] if outcome.truncated else None,

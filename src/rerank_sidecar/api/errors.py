@@ -1,14 +1,39 @@
-"""One JSON error shape for every failure, framework-level ones included."""
+"""One JSON error shape for every failure, framework-level ones included; TEI's shape for TEI-shaped requests."""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..engine.errors import (
+    DeadlineExceeded,
+    ModelUnavailable,
+    QueueFull,
+    RequestTooLarge,
+    SchedulerStopped,
+)
+from .schemas import NATIVE_BODY, TEI_BODY
+
 # Seconds a client should wait before retrying a model that failed to load.
 MODEL_RETRY_AFTER_S = 30
+
+# The request state key a route sets to answer errors in text-embeddings-inference's shape.
+TEI_SHAPE = "tei_error_shape"
+
+# TEI's error_type for each of this sidecar's error types; statuses stay the sidecar's own.
+_TEI_ERROR_TYPES = {
+    "validation_error": "Validation",
+    "payload_too_large": "Validation",
+    "empty": "Empty",
+    "queue_full": "Overloaded",
+    "deadline_exceeded": "Overloaded",
+    "model_unavailable": "Unhealthy",
+    "shutting_down": "Unhealthy",
+}
 
 
 class ApiError(Exception):
@@ -26,16 +51,34 @@ class ClientDisconnected(Exception):
     """The client went away before its answer was ready."""
 
 
-def error_response(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)
+def error_response(
+    status: int, type_: str, message: str, headers: dict[str, str] | None = None, tei_shape: bool = False
+) -> JSONResponse:
+    """`{"error": {"type", "message"}}`, or TEI's `{"error", "error_type"}` for a TEI-shaped request."""
+    if tei_shape:
+        body = {"error": message, "error_type": _TEI_ERROR_TYPES.get(type_, "Backend")}
+    else:
+        body = {"error": {"type": type_, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
-def internal_error_response(exc: Exception, request_id: str) -> JSONResponse:
+def wants_tei_shape(request: Request) -> bool:
+    """Whether a route marked the request as TEI-shaped."""
+    return getattr(request.state, TEI_SHAPE, False)
+
+
+def internal_error_response(exc: Exception, request_id: str, tei_shape: bool = False) -> JSONResponse:
     """The 500 for a bug: names the exception's type and the request id to find its traceback in the log."""
     return error_response(
         500, "internal_error",
         f"unexpected {type(exc).__name__}; the sidecar's log has the traceback under request id {request_id}",
+        tei_shape=tei_shape,
     )
+
+
+def _is_tei_body(request: Request, body: object) -> bool:
+    """A body that failed validation was TEI-shaped when it sent `texts` without `documents` to /rerank."""
+    return request.url.path == "/rerank" and isinstance(body, dict) and "texts" in body and "documents" not in body
 
 
 def _describe_validation(request: Request, exc: RequestValidationError) -> str:
@@ -46,7 +89,7 @@ def _describe_validation(request: Request, exc: RequestValidationError) -> str:
         return f"body: send a JSON object with 'Content-Type: application/json' (got {content_type or 'none'!r})"
     parts = []
     for error in exc.errors():
-        location = [str(part) for part in error.get("loc", ())]
+        location = [str(part) for part in error.get("loc", ()) if part not in _BODY_SHAPE_TAGS]
         if error.get("type") == "json_invalid":
             reason = error.get("ctx", {}).get("error", "parse error")
             parts.append(f"body: invalid JSON at character {location[-1] if len(location) > 1 else 0} ({reason})")
@@ -55,7 +98,30 @@ def _describe_validation(request: Request, exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+_BODY_SHAPE_TAGS = frozenset({NATIVE_BODY, TEI_BODY})
+
 _STATUS_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 401: "unauthorized"}
+
+
+# The engine's refusals: status, error type, and the Retry-After to send (None: no header).
+_ENGINE_ERRORS: dict[type[Exception], tuple[int, str, Callable[[Exception], str | None]]] = {
+    ModelUnavailable: (503, "model_unavailable", lambda _: str(MODEL_RETRY_AFTER_S)),
+    QueueFull: (503, "queue_full", lambda exc: str(exc.retry_after_s)),
+    DeadlineExceeded: (503, "deadline_exceeded", lambda _: "1"),
+    RequestTooLarge: (413, "payload_too_large", lambda _: None),
+    SchedulerStopped: (503, "shutting_down", lambda _: "1"),
+}
+
+
+def _engine_error_handler(
+    status: int, type_: str, retry_after: Callable[[Exception], str | None]
+) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        seconds = retry_after(exc)
+        headers = {"Retry-After": seconds} if seconds is not None else None
+        return error_response(status, type_, str(exc), headers, tei_shape=wants_tei_shape(request))
+
+    return handle
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -65,43 +131,23 @@ def install_error_handlers(app: FastAPI) -> None:
     inside the middleware stack, so the 500 carries its request id and gets its log line; the
     handler for `Exception` here only catches what escapes that middleware.
     """
-    # Imported here, not at the top, so that modules needing only `error_response` (the API-key
-    # middleware, which the CLI imports to refuse an unsafe bind) do not pull in torch.
-    from ..engine.engine import DeadlineExceeded, ModelUnavailable
-    from ..engine.scheduler import QueueFull, RequestTooLarge, SchedulerStopped
 
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.type, exc.message, exc.headers)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.type, exc.message, exc.headers, tei_shape=wants_tei_shape(request))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "validation_error", _describe_validation(request, exc))
+        return error_response(422, "validation_error", _describe_validation(request, exc),
+                              tei_shape=_is_tei_body(request, exc.body))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = _STATUS_TYPES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, kind, str(exc.detail), getattr(exc, "headers", None))
 
-    @app.exception_handler(ModelUnavailable)
-    async def _model(_: Request, exc: ModelUnavailable) -> JSONResponse:
-        return error_response(503, "model_unavailable", str(exc), {"Retry-After": str(MODEL_RETRY_AFTER_S)})
-
-    @app.exception_handler(QueueFull)
-    async def _queue_full(_: Request, exc: QueueFull) -> JSONResponse:
-        return error_response(503, "queue_full", str(exc), {"Retry-After": str(exc.retry_after_s)})
-
-    @app.exception_handler(DeadlineExceeded)
-    async def _deadline(_: Request, exc: DeadlineExceeded) -> JSONResponse:
-        return error_response(503, "deadline_exceeded", str(exc), {"Retry-After": "1"})
-
-    @app.exception_handler(RequestTooLarge)
-    async def _too_large(_: Request, exc: RequestTooLarge) -> JSONResponse:
-        return error_response(413, "payload_too_large", str(exc))
-
-    @app.exception_handler(SchedulerStopped)
-    async def _stopped(_: Request, exc: SchedulerStopped) -> JSONResponse:
-        return error_response(503, "shutting_down", str(exc), {"Retry-After": "1"})
+    for engine_error, (status, type_, retry_after) in _ENGINE_ERRORS.items():
+        app.add_exception_handler(engine_error, _engine_error_handler(status, type_, retry_after))
 
     @app.exception_handler(ClientDisconnected)
     async def _gone(_: Request, exc: ClientDisconnected) -> JSONResponse:

@@ -10,8 +10,9 @@ from collections.abc import Iterable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..metrics import Metrics
-from ..requestlog import RequestLog, RequestLogEntry
-from .errors import error_response, internal_error_response
+from ..requestlog import RequestLog
+from .errors import TEI_SHAPE, error_response, internal_error_response
+from .request_notes import write_log_line
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class RequestContextMiddleware:
             nonlocal logged
             if not logged:
                 logged = True
-                self._record(scope, state, request_id, status, time.perf_counter() - started)
+                self._record(scope, request_id, status, time.perf_counter() - started)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, started_response
@@ -124,26 +125,13 @@ class RequestContextMiddleware:
             if started_response:
                 raise
             log.exception("unhandled error in request %s (%s %s)", request_id, scope["method"], scope["path"])
-            await internal_error_response(exc, request_id)(scope, receive, send_with_id)
+            tei_shape = state.get(TEI_SHAPE, False)
+            await internal_error_response(exc, request_id, tei_shape)(scope, receive, send_with_id)
         finally:
             finish()
 
-    def _record(self, scope: Scope, state: dict, request_id: str, status: int, elapsed: float) -> None:
+    def _record(self, scope: Scope, request_id: str, status: int, elapsed: float) -> None:
         route = scope["path"] if scope["path"] in self.routes else "other"
         self.metrics.requests.labels(route=route, status=str(status)).inc()
         self.metrics.latency.labels(route=route).observe(elapsed)
-        self.request_log.write(
-            RequestLogEntry(
-                request_id=request_id,
-                method=scope["method"],
-                route=scope["path"],
-                status=status,
-                documents=state.get("documents", 0),
-                chars=state.get("chars", 0),
-                latency_ms=round(elapsed * 1000, 3),
-                model=state.get("model"),
-                revision=state.get("revision"),
-                query=state.get("query_text"),
-                document_texts=state.get("document_texts"),
-            )
-        )
+        write_log_line(self.request_log, scope, request_id, status, elapsed)

@@ -1,22 +1,28 @@
-"""Native routes: /health, /warmup, /rerank, /rerank/batch, /metrics."""
+"""Native routes: /health, /warmup, /rerank (native or TEI-shaped), /rerank/batch, /metrics."""
 
 from __future__ import annotations
 
 import os
 import time
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import Discriminator, Tag
 
 from .. import __version__
 from ..config import Settings
 from ..engine.engine import Engine, RerankJob, RerankOutcome
-from ..models.base import Scorer
+from .dispatch import rerank_outcome, rerank_outcomes
 from .errors import ApiError
+from .limits import check_instruction, check_limits, check_requested_model
+from .request_notes import note_model, note_request
+from .results import ranked_results
 from .schemas import (
+    NATIVE_BODY,
+    TEI_BODY,
     ERROR_RESPONSES,
     HealthResponse,
-    RerankBatchGroup,
     RerankBatchRequest,
     RerankBatchResponse,
     RerankGroupResult,
@@ -25,17 +31,27 @@ from .schemas import (
     RerankResult,
     WarmupResponse,
 )
-from .scoring import (
-    best_first,
-    check_instruction,
-    check_limits,
-    check_requested_model,
-    note_request,
-    rerank_outcome,
-    rerank_outcomes,
-)
+from .tei import rerank_tei
+from .tei_schemas import TeiErrorResponse, TeiRank, TeiRerankRequest
 
 router = APIRouter()
+
+def _body_shape(body: Any) -> str:
+    """TEI's shape names its documents `texts`; everything else is read as the native shape."""
+    if isinstance(body, dict):
+        return TEI_BODY if "texts" in body and "documents" not in body else NATIVE_BODY
+    return TEI_BODY if isinstance(body, TeiRerankRequest) else NATIVE_BODY
+
+
+# /rerank answers errors in the shape of the body it was sent.
+TEI_OR_NATIVE_ERROR_RESPONSES = {
+    status: {**response, "model": response["model"] | TeiErrorResponse} for status, response in ERROR_RESPONSES.items()
+}
+
+RerankBody = Annotated[
+    Annotated[RerankRequest, Tag(NATIVE_BODY)] | Annotated[TeiRerankRequest, Tag(TEI_BODY)],
+    Discriminator(_body_shape),
+]
 
 
 def _engine(request: Request) -> Engine:
@@ -52,7 +68,7 @@ async def health(request: Request) -> HealthResponse:
     """Liveness and model state; never loads the model."""
     engine = _engine(request)
     settings = engine.settings
-    info = engine.scorer.info if engine.scorer else None
+    info = engine.info
     return HealthResponse(
         status=engine.state,
         model_loaded=engine.state == "ready",
@@ -84,7 +100,7 @@ async def warmup(request: Request) -> WarmupResponse:
     """Loads the model if needed and runs one tiny forward pass; idempotent."""
     report = await _engine(request).load()
     info = report.info
-    request.state.model, request.state.revision = info.model, info.revision
+    note_model(request, info.model, info.revision)
     return WarmupResponse(
         status="ready",
         model=info.model,
@@ -101,13 +117,20 @@ async def warmup(request: Request) -> WarmupResponse:
 
 @router.post(
     "/rerank",
-    response_model=RerankResponse,
+    response_model=RerankResponse | list[TeiRank],
     response_model_exclude_none=True,
-    responses=ERROR_RESPONSES,
-    response_description="Scores in input order and results best first.",
+    responses=TEI_OR_NATIVE_ERROR_RESPONSES,
+    response_description="Native: scores in input order and results best first. TEI-shaped (`texts`): a bare "
+    "array of {index, score, text?}, best first.",
 )
-async def rerank(body: RerankRequest, request: Request) -> RerankResponse:
-    """Scores every document against the query: `scores` in input order, `results` best first."""
+async def rerank(body: RerankBody, request: Request) -> RerankResponse | list[TeiRank]:
+    """Scores every document against the query.
+
+    The native body (`documents`) answers `scores` in input order and `results` best first. A
+    text-embeddings-inference body (`texts`) answers as TEI does: an array best first, errors as `{error, error_type}`.
+    """
+    if isinstance(body, TeiRerankRequest):
+        return await rerank_tei(body, request)
     started = time.perf_counter()
     engine = _engine(request)
     settings = engine.settings
@@ -116,22 +139,13 @@ async def rerank(body: RerankRequest, request: Request) -> RerankResponse:
     check_instruction(settings, body.instruction)
     note_request(request, body.query, body.documents, settings)
     outcome = await rerank_outcome(request, engine, RerankJob(body.query, body.documents, body.instruction))
-    assert engine.scorer is not None
-    scores = outcome.raw if body.raw_scores else engine.scorer.relevance(outcome.raw)
-    info = engine.scorer.info
+    group = _group_result(outcome, body.documents, body.top_n, body.raw_scores, body.return_documents)
     return RerankResponse(
-        model=info.model,
-        revision=info.revision,
-        scores=scores.tolist(),
-        results=[
-            RerankResult(
-                index=index,
-                relevance_score=float(scores[index]),
-                document=body.documents[index] if body.return_documents else None,
-            )
-            for index in best_first(scores, body.top_n)
-        ],
-        truncated=outcome.truncated,
+        model=outcome.info.model,
+        revision=outcome.info.revision,
+        scores=group.scores,
+        results=group.results,
+        truncated=group.truncated,
         latency_ms=round((time.perf_counter() - started) * 1000, 3),
     )
 
@@ -155,13 +169,12 @@ async def rerank_batch(body: RerankBatchRequest, request: Request) -> RerankBatc
         note_request(request, group.query, group.documents, settings)
     jobs = [RerankJob(group.query, group.documents, body.instruction) for group in body.groups]
     outcomes = await rerank_outcomes(request, engine, jobs)
-    scorer = engine.scorer
-    assert scorer is not None
     return RerankBatchResponse(
-        model=scorer.info.model,
-        revision=scorer.info.revision,
+        model=outcomes[0].info.model,
+        revision=outcomes[0].info.revision,
         groups=[
-            _group_result(scorer, body, group, outcome) for group, outcome in zip(body.groups, outcomes, strict=True)
+            _group_result(outcome, group.documents, body.top_n, body.raw_scores, body.return_documents)
+            for group, outcome in zip(body.groups, outcomes, strict=True)
         ],
         latency_ms=round((time.perf_counter() - started) * 1000, 3),
     )
@@ -180,20 +193,19 @@ def _check_batch_limits(settings: Settings, body: RerankBatchRequest) -> None:
 
 
 def _group_result(
-    scorer: Scorer, body: RerankBatchRequest, group: RerankBatchGroup, outcome: RerankOutcome
+    outcome: RerankOutcome, documents: list[str], top_n: int | None, raw_scores: bool, return_documents: bool
 ) -> RerankGroupResult:
-    """One group's scores in input order and results best first, with the batch's options applied."""
-    scores = outcome.raw if body.raw_scores else scorer.relevance(outcome.raw)
+    """One query's scores in input order and its results best first, with the request's options applied."""
+    scores = outcome.raw if raw_scores else outcome.relevance
     return RerankGroupResult(
         scores=scores.tolist(),
-        results=[
-            RerankResult(
-                index=index,
-                relevance_score=float(scores[index]),
-                document=group.documents[index] if body.return_documents else None,
-            )
-            for index in best_first(scores, body.top_n)
-        ],
+        results=ranked_results(
+            scores,
+            top_n,
+            lambda index, score: RerankResult(
+                index=index, relevance_score=score, document=documents[index] if return_documents else None
+            ),
+        ),
         truncated=outcome.truncated,
     )
 
@@ -203,6 +215,3 @@ async def metrics(request: Request) -> Response:
     """Prometheus text format."""
     registry = request.app.state.metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-
-__all__ = ["router", "ApiError"]

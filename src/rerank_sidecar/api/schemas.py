@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty or whitespace")
     return value
+
+
+# Tags of the two bodies POST /rerank takes (routes.RerankBody); validation errors name fields without them.
+NATIVE_BODY, TEI_BODY = "native", "text-embeddings-inference"
+
+BOTH_SHAPES = (
+    "send either `documents` (the native shape) or `texts` (text-embeddings-inference's shape), not both"
+)
 
 
 class RerankRequest(BaseModel):
@@ -41,6 +49,13 @@ class RerankRequest(BaseModel):
     model: str | None = Field(None, description="Optional; must name the served model or one of its aliases.")
 
     _query_not_blank = field_validator("query")(_not_blank)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_both_shapes(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "texts" in data:
+            raise ValueError(BOTH_SHAPES)
+        return data
 
 
 class RerankBatchGroup(BaseModel):
@@ -280,3 +295,37 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "the scoring queue is full (20000 pairs queued, limit 20000, RERANK_MAX_QUEUED_PAIRS); retry after 3 s",
     ),
 }
+
+
+class ModelCard(BaseModel):
+    """One name this sidecar answers to, as OpenAI's, vLLM's and Infinity's /v1/models list it."""
+
+    id: str = Field(description="A name clients may send as `model`: the served id or an alias.")
+    object: Literal["model"] = Field("model", description="Always model.")
+    created: int = Field(description="When the sidecar started serving, in Unix seconds.")
+    owned_by: str = Field("rerank-sidecar", description="Always rerank-sidecar.")
+    root: str = Field(description="The served model id this name stands for.")
+    max_model_len: int = Field(description="Longest tokenized pair the model reads (RERANK_MAX_LENGTH before loading).")
+
+
+class ModelList(BaseModel):
+    """GET /v1/models: the served model and its aliases, for gateways and UIs that discover models."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": "builtin:all-MiniLM-L6-v2", "object": "model", "created": 1764400000,
+                         "owned_by": "rerank-sidecar", "root": "builtin:all-MiniLM-L6-v2", "max_model_len": 256},
+                        {"id": "rerank-v3.5", "object": "model", "created": 1764400000,
+                         "owned_by": "rerank-sidecar", "root": "builtin:all-MiniLM-L6-v2", "max_model_len": 256},
+                    ],
+                }
+            ]
+        }
+    )
+
+    object: Literal["list"] = Field("list", description="Always list.")
+    data: list[ModelCard] = Field(description="The served id first, then each alias (RERANK_MODEL_ALIASES).")

@@ -13,7 +13,8 @@ import numpy as np
 
 from ..metrics import Metrics
 from ..models.base import EncodedPair, Scorer
-from .scheduler import BatchBudget, QueueFull, RequestTooLarge, SchedulerStopped, retry_after_seconds
+from .errors import QueueFull, RequestTooLarge, SchedulerStopped
+from .scheduler import BatchBudget, retry_after_seconds
 
 # Weight of the newest batch in the moving average of throughput used for Retry-After.
 _THROUGHPUT_SMOOTHING = 0.2

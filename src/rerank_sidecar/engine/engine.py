@@ -17,18 +17,12 @@ from ..models.registry import load_scorer
 from ..models.resolve import force_offline
 from .batcher import MicroBatcher
 from .cache import CachedScore, ScoreCache, cache_key
+from .errors import DeadlineExceeded, DocumentTooLong, ModelUnavailable
 from .scheduler import BatchBudget, Scheduler
 from .serial import SerialScheduler
 
 ModelState = Literal["idle", "loading", "ready", "error"]
-
-
-class ModelUnavailable(RuntimeError):
-    """The model could not be loaded; the message says why and how to fix it."""
-
-
-class DeadlineExceeded(TimeoutError):
-    """The request's pairs were not all scored before RERANK_REQUEST_TIMEOUT_S."""
+TruncationSide = Literal["right", "left"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,18 +41,26 @@ class RerankJob:
     """Chunk cap per document; None takes the configured default."""
     max_document_tokens: int | None = None
     """Cut each document to its first this-many tokens before scoring (Cohere's max_tokens_per_doc); None: no cut."""
+    truncation_side: TruncationSide = "right"
+    """Truncate mode keeps a long document's start (right: cut its end) or its end (left: cut its start)."""
+    refuse_overlong: bool = False
+    """Raise DocumentTooLong instead of truncating a document that does not fit one window."""
 
 
 @dataclass(frozen=True, slots=True)
 class RerankOutcome:
-    """Raw scores of one job, in input order."""
+    """Everything a route answers with about one job: scores in input order, and what scored them."""
 
     raw: np.ndarray
     """Raw score per document."""
+    relevance: np.ndarray
+    """The raw scores mapped to [0, 1] by the scorer's one activation."""
     truncated: list[int]
     """Indices of documents part of whose text went unscored."""
     tokens: int
     """Tokens of every scored window, cache hits included."""
+    info: ScorerInfo
+    """The model that scored them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +88,23 @@ class Engine:
         self.scorer: Scorer | None = None
         self.load_s: float | None = None
         self._scheduler: Scheduler | None = None
+        self._budget: BatchBudget | None = None
         self._load_lock = asyncio.Lock()
         self._cache = ScoreCache(settings.cache_size) if settings.cache_size > 0 else None
 
     @property
     def queued_pairs(self) -> int:
         return self._scheduler.queued_pairs if self._scheduler else 0
+
+    @property
+    def info(self) -> ScorerInfo | None:
+        """The loaded model, or None before it loads."""
+        return self.scorer.info if self.scorer else None
+
+    @property
+    def budget(self) -> BatchBudget | None:
+        """The loaded model's batch limits, or None before it loads."""
+        return self._budget
 
     async def load(self) -> LoadReport:
         """Loads the model unless loaded (concurrent callers share one load), then runs a tiny forward pass."""
@@ -114,9 +127,9 @@ class Engine:
             self.state, self.error = "error", f"{type(exc).__name__}: {exc}"
             raise ModelUnavailable(self.error) from exc
         self.load_s = time.perf_counter() - started
-        budget = BatchBudget.for_scorer(self.settings, scorer.info)
+        self._budget = BatchBudget.for_scorer(self.settings, scorer.info)
         scheduler_type = MicroBatcher if self.settings.scheduler == "batched" else SerialScheduler
-        self._scheduler = scheduler_type(scorer, budget, self.settings.max_queued_pairs, self.metrics)
+        self._scheduler = scheduler_type(scorer, self._budget, self.settings.max_queued_pairs, self.metrics)
         self.scorer, self.state, self.error = scorer, "ready", None
         self.metrics.model_load_seconds.set(self.load_s)
         self.metrics.model_loaded.set(1)
@@ -131,16 +144,15 @@ class Engine:
         return self.scorer
 
     async def rerank(self, job: RerankJob, use_cache: bool = True) -> RerankOutcome:
-        """Raw scores for every document of `job`; cancelling the caller drops its queued pairs."""
+        """Scores every document of `job`; cancelling the caller drops its queued pairs."""
         scorer = await self.ensure_loaded()
-        long_docs = job.long_docs or self.settings.long_docs
+        long_docs = "truncate" if job.refuse_overlong else job.long_docs or self.settings.long_docs
         max_chunks = job.max_chunks or self.settings.max_chunks_per_doc
         instruction = job.instruction or self.settings.instruction
-        documents, cut = job.documents, set()
-        if job.max_document_tokens is not None:
-            documents, cut = await asyncio.to_thread(scorer.cut_documents, job.documents, job.max_document_tokens)
+        documents, cut = await asyncio.to_thread(self._fit_documents, scorer, job, instruction, long_docs)
         cache = self._cache if use_cache else None
-        keys = [self._key(scorer, instruction, long_docs, max_chunks, job.query, doc) for doc in documents] if cache is not None else []
+        options = f"{long_docs}|{max_chunks}|{job.truncation_side}"
+        keys = [self._key(scorer, instruction, options, job.query, doc) for doc in documents] if cache is not None else []
         known: dict[int, CachedScore] = {}
         if cache is not None:
             for index, key in enumerate(keys):
@@ -152,16 +164,46 @@ class Engine:
         if missing:
             texts = [documents[index] for index in missing]
             encoded = await asyncio.to_thread(scorer.encode, job.query, texts, instruction, long_docs, max_chunks)
+            if job.refuse_overlong:
+                self._refuse_overlong(scorer, job.query, instruction, missing, texts, encoded)
             for index, scored in zip(missing, await self._score_documents(encoded), strict=True):
                 known[index] = scored
                 if cache is not None:
                     cache.put(keys[index], scored)
         ordered = [known[index] for index in range(len(documents))]
+        raw = np.array([entry.raw for entry in ordered], dtype=np.float64)
         return RerankOutcome(
-            raw=np.array([entry.raw for entry in ordered], dtype=np.float64),
+            raw=raw,
+            relevance=scorer.relevance(raw),
             truncated=[index for index, entry in enumerate(ordered) if entry.truncated or index in cut],
             tokens=sum(entry.tokens for entry in ordered),
+            info=scorer.info,
         )
+
+    @staticmethod
+    def _fit_documents(
+        scorer: Scorer, job: RerankJob, instruction: str, long_docs: LongDocs
+    ) -> tuple[Sequence[str], set[int]]:
+        """The documents cut as the job asks before encoding, and which were cut."""
+        documents, cut = job.documents, set()
+        if job.max_document_tokens is not None:
+            documents, cut = scorer.cut_documents(documents, job.max_document_tokens)
+        if job.truncation_side == "left" and long_docs == "truncate" and not job.refuse_overlong:
+            room = scorer.document_room(job.query, instruction)
+            documents, kept_ends = scorer.keep_document_ends(documents, room)
+            cut |= kept_ends
+        return documents, cut
+
+    @staticmethod
+    def _refuse_overlong(
+        scorer: Scorer, query: str, instruction: str, indices: list[int], texts: list[str],
+        encoded: list[EncodedDocument],
+    ) -> None:
+        """DocumentTooLong for the first document that truncate mode had to cut."""
+        for index, text, document in zip(indices, texts, encoded, strict=True):
+            if document.truncated:
+                tokens = scorer.info.max_length - scorer.document_room(query, instruction) + scorer.count_tokens(text)
+                raise DocumentTooLong(index, tokens, scorer.info.max_length)
 
     async def _score_documents(self, documents: list[EncodedDocument]) -> list[CachedScore]:
         """Scores every window of every document in one submission; a document keeps its best window."""
@@ -183,10 +225,11 @@ class Engine:
             start = end
         return scored
 
-    def _key(self, scorer: Scorer, instruction: str, long_docs: str, max_chunks: int, query: str, doc: str) -> bytes:
+    @staticmethod
+    def _key(scorer: Scorer, instruction: str, options: str, query: str, doc: str) -> bytes:
         info = scorer.info
-        options = f"{info.family}|{info.backend}|{info.max_length}|{long_docs}|{max_chunks}"
-        return cache_key(info.model, info.revision, options, instruction, query, doc)
+        model_options = f"{info.family}|{info.backend}|{info.max_length}|{options}"
+        return cache_key(info.model, info.revision, model_options, instruction, query, doc)
 
     def stop(self) -> None:
         if self._scheduler is not None:

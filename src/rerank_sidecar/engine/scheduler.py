@@ -1,4 +1,4 @@
-"""What every scheduler offers the engine, the token budget they share, and their refusals."""
+"""What every scheduler offers the engine, and the token budget they share."""
 
 from __future__ import annotations
 
@@ -23,31 +23,6 @@ DEFAULT_BATCH_TOKENS = {"cpu": 2048, "gpu": 16384}
 # where lengths jump pays, more so on onnxruntime. A GPU pass costs about the same for any batch
 # until its cores fill (not measured here: no GPU was lent), so there the budget alone splits.
 PASS_OVERHEAD_TOKENS = {"onnx": 16, "torch": 64, "gpu": 4096}
-
-
-class QueueFull(RuntimeError):
-    """The queue bound would be passed; the client should retry after `retry_after_s`."""
-
-    def __init__(self, queued: int, limit: int, retry_after_s: int) -> None:
-        super().__init__(
-            f"the scoring queue is full ({queued} pairs queued, limit {limit}, RERANK_MAX_QUEUED_PAIRS); "
-            f"retry after {retry_after_s} s"
-        )
-        self.retry_after_s = retry_after_s
-
-
-class RequestTooLarge(ValueError):
-    """One request holds more pairs than the whole queue may; retrying cannot help."""
-
-    def __init__(self, pairs: int, limit: int) -> None:
-        super().__init__(
-            f"the request needs {pairs} pairs (documents x chunks) but the queue holds at most {limit} "
-            "(RERANK_MAX_QUEUED_PAIRS); send fewer documents per request"
-        )
-
-
-class SchedulerStopped(RuntimeError):
-    """The sidecar is shutting down and accepts no new work."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,8 @@ import numpy as np
 
 from ..metrics import Metrics
 from ..models.base import EncodedPair, Scorer
-from .scheduler import BatchBudget, QueueFull, RequestTooLarge, SchedulerStopped, retry_after_seconds
+from .errors import QueueFull, RequestTooLarge, SchedulerStopped
+from .scheduler import BatchBudget, retry_after_seconds
 
 
 class SerialScheduler:

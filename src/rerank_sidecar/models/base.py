@@ -77,6 +77,8 @@ class ScorerInfo:
     """Longest tokenized pair the model sees."""
     details: dict[str, str] = field(default_factory=dict)
     """Backend-specific facts worth showing in /health (e.g. quantization, ONNX file)."""
+    labels: tuple[str, ...] = ("LABEL_0",)
+    """Names of the model's outputs (a cross-encoder's id2label; the transformers default otherwise), for /info."""
 
 
 class Scorer(ABC):
@@ -120,6 +122,30 @@ class Scorer(ABC):
             else:
                 kept.append(document)
         return kept, cut
+
+    def keep_document_ends(self, documents: Sequence[str], max_tokens: int) -> tuple[list[str], set[int]]:
+        """Each document cut to its last `max_tokens` tokens (counted alone), and which were cut: left truncation."""
+        if not documents:
+            return [], set()
+        encoded = self.tokenizer(list(documents), add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        kept: list[str] = []
+        cut: set[int] = set()
+        for index, (document, offsets) in enumerate(zip(documents, encoded["offset_mapping"], strict=True)):
+            if len(offsets) > max_tokens:
+                kept.append(document[offsets[len(offsets) - max_tokens][0] :])
+                cut.add(index)
+            else:
+                kept.append(document)
+        return kept, cut
+
+    def document_room(self, query: str, instruction: str | None) -> int:
+        """Tokens of document one window holds beside this query: the window less what an empty document needs."""
+        empty = self.encode(query, [""], instruction, "truncate", 1)[0].windows[0]
+        return max(1, self.info.max_length - len(empty.input_ids))
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` alone, without special tokens."""
+        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def close(self) -> None:
         """Release what the scorer holds; the default has nothing to release."""

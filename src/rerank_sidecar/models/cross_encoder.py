@@ -34,6 +34,7 @@ class CrossEncoderScorer(Scorer):
             device=str(self.device),
             dtype=str(dtype).removeprefix("torch."),
             max_length=self.max_length,
+            labels=self.labels,
         )
 
     def setup_tokenization(self, resolved: ResolvedModel, settings: Settings, config: PretrainedConfig) -> None:
@@ -46,6 +47,7 @@ class CrossEncoderScorer(Scorer):
             self.tokenizer.model_max_length,
             getattr(config, "max_position_embeddings", settings.max_length),
         )
+        self.labels = tuple(config.id2label[index] for index in sorted(config.id2label))
         # A query may fill at most half the window, so every document keeps room to be scored.
         self.max_query_tokens = self.max_length // 2
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 import onnxruntime
@@ -97,7 +98,7 @@ class OnnxCrossEncoderScorer(CrossEncoderScorer):
         # Not super().__init__: that loads the torch weights, which this backend must not hold.
         self.setup_tokenization(resolved, settings, AutoConfig.from_pretrained(resolved.path, local_files_only=True))
         self.onnx = OnnxSession(resolved, "sequence-classification", settings)
-        self.info = self.onnx.scorer_info(resolved, "cross-encoder", self.max_length)
+        self.info = replace(self.onnx.scorer_info(resolved, "cross-encoder", self.max_length), labels=self.labels)
 
     def score_batch(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
         return self.onnx.run(self.pad(pairs))[:, 0].astype(np.float64)

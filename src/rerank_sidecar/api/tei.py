@@ -1,0 +1,85 @@
+"""text-embeddings-inference's rerank contract: `POST /rerank` with `texts` (dispatched here from routes.py), `GET /info`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from .. import __version__
+from ..engine.engine import Engine, RerankJob
+from ..engine.errors import DocumentTooLong
+from .dispatch import rerank_outcome
+from .errors import TEI_SHAPE, ApiError
+from .limits import check_limits
+from .request_notes import note_request
+from .results import ranked_results
+from .schemas import ERROR_RESPONSES
+from .tei_schemas import (
+    TeiClassifierLabels,
+    TeiInfo,
+    TeiModelType,
+    TeiRank,
+    TeiRerankRequest,
+    TruncationDirection,
+)
+
+router = APIRouter(tags=["text-embeddings-inference compatible"])
+
+
+async def rerank_tei(body: TeiRerankRequest, request: Request) -> list[TeiRank]:
+    """TEI's /rerank: every text scored against the query, a bare array best first, errors in TEI's shape."""
+    setattr(request.state, TEI_SHAPE, True)
+    engine: Engine = request.app.state.engine
+    settings = engine.settings
+    if not body.texts:
+        raise ApiError(400, "empty", "`texts` cannot be empty")
+    check_limits(settings, body.query, body.texts, field="texts")
+    note_request(request, body.query, body.texts, settings)
+    job = RerankJob(
+        query=body.query,
+        documents=body.texts,
+        long_docs="truncate" if body.truncate else None,
+        truncation_side="left" if body.truncation_direction is TruncationDirection.LEFT else "right",
+        refuse_overlong=body.truncate is False,
+    )
+    try:
+        outcome = await rerank_outcome(request, engine, job)
+    except DocumentTooLong as too_long:
+        raise ApiError(422, "validation_error", f"texts.{too_long}") from too_long
+    scores = outcome.raw if body.raw_scores else outcome.relevance
+    return ranked_results(
+        scores, None, lambda index, score: TeiRank(index=index, score=score, text=body.texts[index] if body.return_text else None)
+    )
+
+
+@router.get(
+    "/info",
+    response_model=TeiInfo,
+    responses={503: ERROR_RESPONSES[503]},
+    response_description="The served model and the limits in force, in text-embeddings-inference's shape.",
+)
+async def info(request: Request) -> TeiInfo:
+    """TEI's /info from the running settings and the loaded model (loaded first if need be, as TEI always has it)."""
+    engine: Engine = request.app.state.engine
+    await engine.ensure_loaded()
+    settings, loaded, budget = engine.settings, engine.info, engine.budget
+    assert loaded is not None and budget is not None
+    labels = loaded.labels
+    return TeiInfo(
+        model_id=loaded.model,
+        model_sha=loaded.revision,
+        model_dtype=loaded.dtype,
+        served_model_name=settings.served_model_id,
+        model_type=TeiModelType(
+            reranker=TeiClassifierLabels(
+                id2label={str(index): label for index, label in enumerate(labels)},
+                label2id={label: index for index, label in enumerate(labels)},
+            )
+        ),
+        max_concurrent_requests=settings.max_queued_pairs,
+        max_input_length=loaded.max_length,
+        max_batch_tokens=budget.max_tokens,
+        max_batch_requests=settings.max_batch_pairs,
+        max_client_batch_size=settings.max_documents,
+        auto_truncate=True,
+        version=__version__,
+    )
