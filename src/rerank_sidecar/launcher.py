@@ -10,8 +10,6 @@ set per port, so sidecars on different ports do not meet.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from enum import IntEnum
 from pathlib import Path
@@ -25,17 +23,18 @@ from pydantic import BaseModel, Field, ValidationError
 from .api.schemas import HealthResponse
 from .client import RetryPolicy, SidecarClient, SidecarError, SidecarHTTPError, SidecarUnreachable, sidecar_url
 from .config import Settings
+from .process import (
+    KILL_WAIT_S,
+    POLL_INTERVAL_S,
+    PROBE_TIMEOUT_S,
+    SidecarExited,
+    SidecarStartTimeout,
+    spawn_sidecar,
+    wait_until_healthy,
+)
 
-# Seconds one /health probe may take; a local sidecar answers in milliseconds, but a busy machine can stall it.
-PROBE_TIMEOUT_S = 10.0
-# Pause between two readiness probes of a starting server.
-POLL_INTERVAL_S = 0.1
-# Seconds to wait for the exit of a server after SIGKILL.
-KILL_WAIT_S = 10.0
 # `serve` lets in-flight requests run up to RERANK_REQUEST_TIMEOUT_S (+5 s) after SIGTERM; stop waits a bit longer.
 STOP_GRACE_MARGIN_S = 10.0
-# Lines of the server's output quoted when it fails to start.
-LOG_TAIL_LINES = 20
 
 
 class ExitCode(IntEnum):
@@ -187,44 +186,15 @@ def _spawn_and_wait(
     settings: Settings, files: StateFiles, url: str, start_timeout_s: float, log_level: str
 ) -> HealthResponse:
     """Starts `serve` in its own session (it outlives this launcher) and waits until it answers."""
-    command = [sys.executable, "-m", "rerank_sidecar.cli", "serve", "--host", settings.sidecar_host,
-               "--port", str(settings.sidecar_port), "--log-level", log_level]
-    with files.log_file.open("ab") as log:
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    process = spawn_sidecar(settings.sidecar_host, settings.sidecar_port, files.log_file, log_level=log_level,
+                            detach=True)
     record = PidRecord(pid=process.pid, create_time=psutil.Process(process.pid).create_time(), url=url)
     _write_pid_file(files.pid_file, record)
-    deadline = time.monotonic() + start_timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            files.pid_file.unlink(missing_ok=True)
-            raise LaunchError(
-                ExitCode.START_FAILED,
-                f"the sidecar exited with status {process.returncode} before answering on {url}; "
-                f"the end of {files.log_file}:\n{_tail(files.log_file)}",
-            )
-        health = _health_or_none(url)
-        if health is not None and health.pid == process.pid:
-            return health
-        time.sleep(POLL_INTERVAL_S)
-    process.kill()
-    process.wait(KILL_WAIT_S)
-    files.pid_file.unlink(missing_ok=True)
-    raise LaunchError(
-        ExitCode.START_FAILED,
-        f"the sidecar did not answer on {url} within {start_timeout_s} s (killed it); "
-        f"the end of {files.log_file}:\n{_tail(files.log_file)}",
-    )
-
-
-def _health_or_none(url: str) -> HealthResponse | None:
-    """/health of a server that may still be starting: None until it answers."""
     try:
-        with SidecarClient(url, api_key="", timeout_s=PROBE_TIMEOUT_S, retry=RetryPolicy(attempts=1)) as client:
-            return client.health()
-    except (SidecarError, ValidationError):
-        return None
+        return wait_until_healthy(url, process, start_timeout_s, files.log_file)
+    except (SidecarExited, SidecarStartTimeout) as error:
+        files.pid_file.unlink(missing_ok=True)
+        raise LaunchError(ExitCode.START_FAILED, str(error)) from error
 
 
 def _discard_failed_start(files: StateFiles) -> None:
@@ -240,11 +210,6 @@ def _write_pid_file(path: Path, record: PidRecord) -> None:
     partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     partial.write_text(record.model_dump_json())
     partial.replace(path)
-
-
-def _tail(path: Path) -> str:
-    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
-    return "\n".join(lines[-LOG_TAIL_LINES:])
 
 
 def stop_sidecar(settings: Settings | None = None, *, grace_s: float | None = None) -> StopResult:

@@ -1,6 +1,6 @@
 """`rerank-sidecar bench backends`: torch fp32, onnx fp32 and onnx int8 side by side, in-process.
 
-Speed: pairs/s of a MiniLM-L6-shaped cross-encoder (bench/models.py) on the same TREC DL 2020
+Speed: pairs/s of a MiniLM-L6-shaped cross-encoder (bench/stand_ins.py) on the same TREC DL 2020
 pairs for every backend, tokenization included, batched as the engine batches. Quality: NDCG@10
 of the embedded bi-encoder on each backend, so a backend that is fast because it is wrong shows.
 """
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config import BUILTIN_MODEL_ID
     from ..models.device import inference_threads
     from ..models.resolve import force_offline
-    from .models import build_minilm_cross_encoder
+    from .stand_ins import build_minilm_cross_encoder
 
     force_offline()
     settings = Settings()

@@ -209,7 +209,7 @@ def model_settings(model: str, backend: str, cache_dir: Path) -> dict[str, str]:
     """RERANK_* settings serving `model`: builtin, minilm-cross-encoder (built offline), or a path/hub id."""
     settings = {"backend": backend, "cache_dir": str(cache_dir)}
     if model == "minilm-cross-encoder":
-        from .models import build_minilm_cross_encoder
+        from .stand_ins import build_minilm_cross_encoder
 
         target = cache_dir / "bench-models" / "minilm-l6-cross-encoder"
         if not (target / "config.json").is_file():

@@ -6,15 +6,15 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from ..process import spawn_sidecar, wait_until_healthy
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,21 +40,18 @@ def bench_server(settings: Mapping[str, str], ready_timeout_s: float = 120.0,
 
     With `ray_replicas`, it serves on that many Ray Serve replicas of a local Ray instance (`serve --ray`).
     """
-    ray_args = ["--ray", "--replicas", str(ray_replicas)] if ray_replicas else []
     port = _free_port()
     workdir = Path(tempfile.mkdtemp(prefix="rerank-bench-"))
     env = {key: value for key, value in os.environ.items() if not key.startswith("RERANK_")}
     env.update({f"RERANK_{key.upper()}": value for key, value in settings.items()})
     env.setdefault("RERANK_LOG_PATH", str(workdir / "requests.jsonl"))
-    output = (workdir / "server.out").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rerank_sidecar.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning", *ray_args],
-        env=env, stdout=output, stderr=subprocess.STDOUT,
-    )
+    ray_args = ["--ray", "--replicas", str(ray_replicas)] if ray_replicas else []
+    output = workdir / "server.out"
+    process = spawn_sidecar("127.0.0.1", port, output, env=env, extra_args=ray_args)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, process, ready_timeout_s, workdir / "server.out")
+        wait_until_healthy(url, process, ready_timeout_s, output, own_pid=not ray_replicas)
+        httpx.post(f"{url}/warmup", timeout=ready_timeout_s).raise_for_status()
         yield BenchServer(url, process.pid)
     finally:
         process.send_signal(signal.SIGTERM)
@@ -63,21 +60,3 @@ def bench_server(settings: Mapping[str, str], ready_timeout_s: float = 120.0,
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
-        output.close()
-
-
-def _wait_ready(url: str, process: subprocess.Popen, timeout_s: float, output: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"benchmark sidecar exited with {process.returncode}:\n{output.read_text()}")
-        try:
-            health = httpx.get(f"{url}/health", timeout=1.0)
-        except httpx.TransportError:
-            health = None
-        # Ray's proxy answers (not 200) before the application is deployed behind it.
-        if health is not None and health.status_code == 200:
-            httpx.post(f"{url}/warmup", timeout=timeout_s).raise_for_status()
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"benchmark sidecar at {url} not ready within {timeout_s} s:\n{output.read_text()}")

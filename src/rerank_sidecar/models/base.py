@@ -110,32 +110,27 @@ class Scorer(ABC):
         The text is cut at a token boundary, not turned into ids, so every backend's own encode
         (pair joining, prompts, chunk windows) applies unchanged to the shorter text.
         """
-        if not documents:
-            return [], set()
-        encoded = self.tokenizer(list(documents), add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-        kept: list[str] = []
-        cut: set[int] = set()
-        for index, (document, offsets) in enumerate(zip(documents, encoded["offset_mapping"], strict=True)):
-            if len(offsets) > max_tokens:
-                kept.append(document[: offsets[max_tokens - 1][1]])
-                cut.add(index)
-            else:
-                kept.append(document)
-        return kept, cut
+        return self._cut_to_tokens(documents, max_tokens, keep_end=False)
 
     def keep_document_ends(self, documents: Sequence[str], max_tokens: int) -> tuple[list[str], set[int]]:
-        """Each document cut to its last `max_tokens` tokens (counted alone), and which were cut: left truncation."""
+        """Each document cut to its last `max_tokens` tokens, and which were cut: truncation on the left."""
+        return self._cut_to_tokens(documents, max_tokens, keep_end=True)
+
+    def _cut_to_tokens(self, documents: Sequence[str], max_tokens: int, keep_end: bool) -> tuple[list[str], set[int]]:
         if not documents:
             return [], set()
         encoded = self.tokenizer(list(documents), add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         kept: list[str] = []
         cut: set[int] = set()
         for index, (document, offsets) in enumerate(zip(documents, encoded["offset_mapping"], strict=True)):
-            if len(offsets) > max_tokens:
-                kept.append(document[offsets[len(offsets) - max_tokens][0] :])
-                cut.add(index)
-            else:
+            if len(offsets) <= max_tokens:
                 kept.append(document)
+                continue
+            cut.add(index)
+            if keep_end:
+                kept.append(document[offsets[len(offsets) - max_tokens][0] :])
+            else:
+                kept.append(document[: offsets[max_tokens - 1][1]])
         return kept, cut
 
     def document_room(self, query: str, instruction: str | None) -> int:

@@ -1,4 +1,4 @@
-"""The `rerank-sidecar bench <name>` command group.
+"""`rerank-sidecar bench <name>`: one sub-command per module of rerank_sidecar/bench.
 
 Each bench module exposes `add_parser(subcommands)`, which adds its own sub-command and sets
 `handler` on it; listing the module's name in BENCH_MODULES wires it in. Keep each module's top
@@ -25,4 +25,4 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser("bench", help="benchmarks: speed of backends, quality, load, memory")
     subcommands = bench.add_subparsers(dest="bench_command", required=True)
     for name in BENCH_MODULES:
-        importlib.import_module(f"{__package__}.{name}").add_parser(subcommands)
+        importlib.import_module(f"rerank_sidecar.bench.{name}").add_parser(subcommands)

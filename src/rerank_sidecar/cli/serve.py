@@ -1,4 +1,4 @@
-"""The `rerank-sidecar` command: serve, calibrate, and the tools beside them."""
+"""`rerank-sidecar serve`: the sidecar over HTTP, with uvicorn or on Ray Serve replicas."""
 
 from __future__ import annotations
 
@@ -6,15 +6,12 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
 
-from .bench.commands import add_bench
-from .config import Settings
-from .sidecar_commands import add_ensure, add_rerank, add_stop
+from ..config import Settings
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .api.auth import exposure_refusal
+    from ..api.auth import exposure_refusal
 
     overrides = {key: value for key, value in (("sidecar_host", args.host), ("sidecar_port", args.port)) if value}
     if args.replicas is not None:
@@ -25,7 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     if args.ray:
         try:
-            from .ray_serve import serve_on_ray
+            from ..ray_serve import serve_on_ray
         except ModuleNotFoundError as missing:
             if missing.name != "ray":
                 raise
@@ -39,7 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from .api.app import create_app
+    from ..api.app import create_app
 
     app = create_app(settings)
     # uvicorn re-raises the SIGTERM it shut down on once in-flight requests are answered, which
@@ -66,13 +63,7 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     os._exit(0)
 
 
-def _calibrate(args: argparse.Namespace) -> int:
-    from .bench.calibrate import main as calibrate_main
-
-    return calibrate_main(args)
-
-
-def _add_serve(commands: argparse._SubParsersAction) -> None:
+def add_serve(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="serve the configured model over HTTP (one process, one model)")
     serve.add_argument("--host", help="bind address (default RERANK_SIDECAR_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default RERANK_SIDECAR_PORT, 8765)")
@@ -84,31 +75,3 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--address", help="with --ray: an existing Ray cluster "
                        "(default: a local Ray instance, started and stopped here)")
     serve.set_defaults(handler=_serve)
-
-
-def _add_calibrate(commands: argparse._SubParsersAction) -> None:
-    calibrate = commands.add_parser(
-        "calibrate", help="refit the embedded model's cosine -> [0, 1] calibration on TREC DL judgements"
-    )
-    calibrate.add_argument("--data", required=True, help="directory with bm25-top100.json and qrels.txt")
-    calibrate.set_defaults(handler=_calibrate)
-
-
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_serve, _add_calibrate, add_bench, add_ensure, add_stop, add_rerank]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rerank-sidecar", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    for add in COMMANDS:
-        add(commands)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.handler(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Stand-in models for speed work, built offline from the embedded all-MiniLM-L6-v2 weights."""
+"""Stand-in models in published shapes for speed work, built offline (never downloaded) at bench time."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Fits the embedded bi-encoder's cosine -> P(relevant) logistic map on TREC DL judgements."""
+"""`rerank-sidecar calibrate`: fits the embedded bi-encoder's cosine -> P(relevant) logistic map on TREC DL judgements.
+
+Not a benchmark: its output is the `BUILTIN_CALIBRATION` constant of models/bi_encoder.py. It reads the
+benchmark data with bench/trec.py and scores it with bench/inprocess.py.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,12 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from ..config import Settings
-from ..engine.scheduler import BatchBudget
-from ..models.registry import load_scorer
-from ..models.resolve import force_offline
-from .inprocess import score_benchmark
-from .trec import RELEVANT_GRADE, load_benchmark
+from .bench.inprocess import score_benchmark
+from .bench.trec import RELEVANT_GRADE, load_benchmark
+from .config import Settings
+from .engine.scheduler import BatchBudget
+from .models.registry import load_scorer
+from .models.resolve import force_offline
 
 
 def fit_calibration(cosines: np.ndarray, relevant: np.ndarray) -> tuple[float, float]:

@@ -1,4 +1,4 @@
-"""The `ensure`, `stop` and `rerank` commands: thin argparse front ends of launcher.py and client.py.
+"""`rerank-sidecar ensure`, `stop` and `rerank`: thin argparse front ends of launcher.py and the client.
 
 Each prints one JSON line on stdout on success, and one `rerank-sidecar <command>: ...` line on
 stderr with an `ExitCode` status on failure.
@@ -11,9 +11,9 @@ import sys
 
 from pydantic import ValidationError
 
-from .api.schemas import RerankRequest
-from .client import SidecarClient, SidecarHTTPError, SidecarUnreachable
-from .launcher import ExitCode, LaunchError, ensure_sidecar, stop_sidecar
+from ..api.schemas import RerankRequest
+from ..client import SidecarClient, SidecarHTTPError, SidecarUnreachable
+from ..launcher import ExitCode, LaunchError, ensure_sidecar, stop_sidecar
 
 ENSURE_EPILOG = """exit status: 0 ready (prints {url, pid, started, model, revision});
 3 a sidecar answers on the port but serves another model or revision; 4 start failed or timed out

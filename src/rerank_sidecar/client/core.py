@@ -1,4 +1,4 @@
-"""Python clients of the sidecar, sync and async: typed results, timeouts, retries, positional fallback.
+"""The Python clients of the sidecar, sync and async, written once: typed results, timeouts, retries, positional fallback.
 
 Both clients retry connection errors and 503 answers with exponential backoff, waiting at least as
 long as the server's `Retry-After` says. A `Retry-After` longer than `RetryPolicy.max_retry_after_s`
@@ -12,44 +12,41 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_exponential_jitter
 
-from .api.compat_schemas import (
-    BilledUnits,
-    CompatMeta,
-    CompatRerankRequest,
-    CompatRerankResponse,
-    CompatRerankResult,
-    CompatUsage,
-    echoed_document,
-)
-from .api.schemas import (
+from ..api.compat_schemas import CompatRerankRequest
+from ..api.schemas import (
     ErrorResponse,
     HealthResponse,
     RerankBatchGroup,
     RerankBatchRequest,
-    RerankBatchResponse,
-    RerankGroupResult,
     RerankRequest,
-    RerankResponse,
-    RerankResult,
     WarmupResponse,
 )
-from .config import Settings
+from ..config import Settings
+from .fallback import positional_batch_reply, positional_compat_reply, positional_reply
+from .replies import (
+    CompatRerankReply,
+    RerankBatchReply,
+    RerankReply,
+    RetryPolicy,
+    SidecarHTTPError,
+    SidecarUnreachable,
+)
 
 Fallback = Literal["none", "positional"]
 CompatVersion = Literal["v1", "v2"]
 Reply = TypeVar("Reply")
-
-POSITIONAL_MODEL_ID = "fallback:positional"
+Returns: TypeAlias = Reply | Awaitable[Reply]
+"""A route's reply: as it is from SidecarClient, to be awaited from AsyncSidecarClient."""
 
 # Loopback addresses to connect to when the server binds every interface.
 _WILDCARD_HOSTS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
@@ -60,117 +57,12 @@ _CONNECTION_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadError,
                       httpx.RemoteProtocolError)
 
 
-class SidecarError(RuntimeError):
-    """Any failure of a sidecar call."""
-
-
-class SidecarUnreachable(SidecarError):
-    """No HTTP answer came back (refused, reset, timed out), retries included."""
-
-    def __init__(self, url: str, cause: httpx.TransportError) -> None:
-        super().__init__(f"no answer from the rerank sidecar at {url}: {type(cause).__name__}: {cause}")
-        self.url = url
-        self.cause = cause
-
-
-class SidecarHTTPError(SidecarError):
-    """The sidecar answered with an error status; `type` and `message` come from its error body."""
-
-    def __init__(self, status: int, type_: str, message: str, retry_after_s: float | None) -> None:
-        super().__init__(f"HTTP {status} {type_}: {message}")
-        self.status = status
-        self.type = type_
-        self.message = message
-        self.retry_after_s = retry_after_s
-
-
-class RetryPolicy(BaseModel):
-    """How often and how patiently a client retries connection errors and 503s."""
-
-    model_config = ConfigDict(frozen=True)
-
-    attempts: int = Field(4, ge=1, description="Tries in all, the first included; 1 disables retries.")
-    initial_backoff_s: float = Field(0.2, ge=0, description="First backoff when the server names no Retry-After.")
-    max_backoff_s: float = Field(5.0, ge=0, description="Longest exponential backoff between two tries.")
-    max_retry_after_s: float = Field(30.0, ge=0, description="Longest Retry-After honoured; past it, fail at once.")
-
-
-class RerankReply(RerankResponse):
-    """POST /rerank's answer as the client returns it, or the positional fallback."""
-
-    fallback: bool = Field(False, description="True when the sidecar was unreachable and these are positional scores.")
-
-
-class RerankBatchReply(RerankBatchResponse):
-    """POST /rerank/batch's answer as the client returns it, or the positional fallback."""
-
-    fallback: bool = Field(False, description="True when the sidecar was unreachable and these are positional scores.")
-
-
-class CompatRerankReply(CompatRerankResponse):
-    """POST /v1/rerank or /v2/rerank's answer as the client returns it, or the positional fallback."""
-
-    fallback: bool = Field(False, description="True when the sidecar was unreachable and these are positional scores.")
-
-
 def sidecar_url(settings: Settings) -> str:
     """The URL a local client reaches the configured sidecar at."""
     host = _WILDCARD_HOSTS.get(settings.sidecar_host, settings.sidecar_host)
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{settings.sidecar_port}"
-
-
-def positional_scores(count: int) -> list[float]:
-    """1 / (1 + rank) for ranks 0 .. count-1: the order the caller gave, kept."""
-    return [1.0 / (1 + rank) for rank in range(count)]
-
-
-def _positional_group(documents: Sequence[str], top_n: int | None, return_documents: bool) -> RerankGroupResult:
-    scores = positional_scores(len(documents))
-    return RerankGroupResult(
-        scores=scores,
-        results=[
-            RerankResult(
-                index=index, relevance_score=scores[index], document=documents[index] if return_documents else None
-            )
-            for index in range(len(documents))[:top_n]
-        ],
-        truncated=[],
-    )
-
-
-def positional_reply(request: RerankRequest) -> RerankReply:
-    """What consumers did before the sidecar, flagged as fallback."""
-    group = _positional_group(request.documents, request.top_n, request.return_documents)
-    return RerankReply(model=POSITIONAL_MODEL_ID, revision="", scores=group.scores, results=group.results,
-                       truncated=group.truncated, latency_ms=0.0, fallback=True)
-
-
-def positional_batch_reply(request: RerankBatchRequest) -> RerankBatchReply:
-    """Positional scores for every group, flagged as fallback."""
-    groups = [_positional_group(group.documents, request.top_n, request.return_documents) for group in request.groups]
-    return RerankBatchReply(model=POSITIONAL_MODEL_ID, revision="", groups=groups, latency_ms=0.0, fallback=True)
-
-
-def positional_compat_reply(request: CompatRerankRequest) -> CompatRerankReply:
-    """Positional scores in the Cohere/Jina shape, flagged as fallback; nothing was billed or read."""
-    scores = positional_scores(len(request.documents))
-    return CompatRerankReply(
-        id="",
-        model=POSITIONAL_MODEL_ID,
-        results=[
-            CompatRerankResult(
-                index=index,
-                relevance_score=scores[index],
-                document=echoed_document(request.documents[index]) if request.return_documents else None,
-            )
-            for index in range(len(request.documents))[:request.top_n]
-        ],
-        meta=CompatMeta(billed_units=BilledUnits(search_units=0)),
-        usage=CompatUsage(prompt_tokens=0, total_tokens=0),
-        fallback=True,
-    )
 
 
 def retry_after_s(header: str | None) -> float | None:
@@ -306,10 +198,11 @@ def _client_options(base_url: str | None, api_key: str | None, timeout_s: float,
     }
 
 
-class SidecarClient:
-    """Blocking client: `with SidecarClient() as client: client.rerank(query, documents)`.
+class _Routes:
+    """Every route both clients call, written once: each builds a `_Call` and hands it to `_run`.
 
-    Unset `base_url` and `api_key` come from Settings (RERANK_SIDECAR_HOST/PORT, RERANK_API_KEY).
+    SidecarClient's `_run` sends it and returns the reply; AsyncSidecarClient's is a coroutine, so
+    there each method returns an awaitable of the same reply.
     """
 
     def __init__(
@@ -321,32 +214,35 @@ class SidecarClient:
         connect_timeout_s: float = 2.0,
         retry: RetryPolicy = RetryPolicy(),
         fallback: Fallback = "none",
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """Unset `base_url` and `api_key` come from Settings; `transport` replaces the network (tests)."""
         self.retry = retry
         self.fallback = fallback
-        self._http = httpx.Client(
-            transport=transport, **_client_options(base_url, api_key, timeout_s, connect_timeout_s)
-        )
+        self._http = self._http_client(transport, _client_options(base_url, api_key, timeout_s, connect_timeout_s))
 
     @property
     def base_url(self) -> str:
         return str(self._http.base_url).rstrip("/")
 
-    def __enter__(self) -> SidecarClient:
-        return self
+    @staticmethod
+    def _http_client(transport: Any, options: dict[str, Any]) -> httpx.Client | httpx.AsyncClient:
+        raise NotImplementedError
 
-    def __exit__(self, *_: object) -> None:
-        self.close()
+    def _run(self, call: _Call[Reply]) -> Returns[Reply]:
+        raise NotImplementedError
 
-    def close(self) -> None:
-        self._http.close()
+    def _fallback_for(self, call: _Call[Reply], error: SidecarUnreachable) -> Reply:
+        """The positional reply when the caller asked for one and the route has one; the error otherwise."""
+        if self.fallback == "positional" and call.positional is not None:
+            return call.positional()
+        raise error
 
-    def health(self) -> HealthResponse:
+    def health(self) -> Returns[HealthResponse]:
         """GET /health: liveness and model state."""
         return self._run(_health_call())
 
-    def warmup(self) -> WarmupResponse:
+    def warmup(self) -> Returns[WarmupResponse]:
         """POST /warmup: loads the model if needed and runs one forward pass."""
         return self._run(_warmup_call())
 
@@ -360,73 +256,68 @@ class SidecarClient:
         raw_scores: bool = False,
         return_documents: bool = False,
         model: str | None = None,
-    ) -> RerankReply:
+    ) -> Returns[RerankReply]:
         """POST /rerank: `scores` in input order, `results` best first."""
         request = RerankRequest(query=query, documents=list(documents), top_n=top_n, instruction=instruction,
                                 raw_scores=raw_scores, return_documents=return_documents, model=model)
         return self.rerank_request(request)
 
-    def rerank_request(self, request: RerankRequest) -> RerankReply:
+    def rerank_request(self, request: RerankRequest) -> Returns[RerankReply]:
         """POST /rerank with a ready request."""
         return self._run(_rerank_call(request))
 
-    def rerank_batch(self, groups: Sequence[tuple[str, Sequence[str]]], **options: Any) -> RerankBatchReply:
+    def rerank_batch(self, groups: Sequence[tuple[str, Sequence[str]]], **options: Any) -> Returns[RerankBatchReply]:
         """POST /rerank/batch with (query, documents) groups; options are RerankBatchRequest's."""
         return self.rerank_batch_request(_batch_request(groups, **options))
 
-    def rerank_batch_request(self, request: RerankBatchRequest) -> RerankBatchReply:
+    def rerank_batch_request(self, request: RerankBatchRequest) -> Returns[RerankBatchReply]:
         """POST /rerank/batch with a ready request."""
         return self._run(_batch_call(request))
 
-    def compat_rerank(self, request: CompatRerankRequest, version: CompatVersion = "v2") -> CompatRerankReply:
+    def compat_rerank(self, request: CompatRerankRequest, version: CompatVersion = "v2") -> Returns[CompatRerankReply]:
         """POST /v1/rerank or /v2/rerank (Cohere/Jina shape)."""
         return self._run(_compat_call(request, version))
 
-    def _run(self, call: _Call[Reply]) -> Reply:
-        try:
-            response = self._send(call)
-        except SidecarUnreachable:
-            if self.fallback == "positional" and call.positional is not None:
-                return call.positional()
-            raise
-        return call.parse(response.content)
 
-    def _send(self, call: _Call) -> httpx.Response:
+class SidecarClient(_Routes):
+    """Blocking client: `with SidecarClient() as client: client.rerank(query, documents)`.
+
+    Unset `base_url` and `api_key` come from Settings (RERANK_SIDECAR_HOST/PORT, RERANK_API_KEY).
+    """
+
+    @staticmethod
+    def _http_client(transport: httpx.BaseTransport | None, options: dict[str, Any]) -> httpx.Client:
+        return httpx.Client(transport=transport, **options)
+
+    def __enter__(self) -> SidecarClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _run(self, call: _Call[Reply]) -> Reply:
         def attempt() -> httpx.Response:
             return _checked(self._http.request(call.method, call.path, json=call.body))
 
         try:
-            return Retrying(**_retry_options(self.retry))(attempt)
+            response = Retrying(**_retry_options(self.retry))(attempt)
         except httpx.TransportError as error:
-            raise SidecarUnreachable(self.base_url, error) from error
+            return self._fallback_for(call, SidecarUnreachable(self.base_url, error))
+        return call.parse(response.content)
 
 
-class AsyncSidecarClient:
+class AsyncSidecarClient(_Routes):
     """asyncio client: `async with AsyncSidecarClient() as client: await client.rerank(query, documents)`.
 
     Unset `base_url` and `api_key` come from Settings (RERANK_SIDECAR_HOST/PORT, RERANK_API_KEY).
     """
 
-    def __init__(
-        self,
-        base_url: str | None = None,
-        *,
-        api_key: str | None = None,
-        timeout_s: float = 120.0,
-        connect_timeout_s: float = 2.0,
-        retry: RetryPolicy = RetryPolicy(),
-        fallback: Fallback = "none",
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.retry = retry
-        self.fallback = fallback
-        self._http = httpx.AsyncClient(
-            transport=transport, **_client_options(base_url, api_key, timeout_s, connect_timeout_s)
-        )
-
-    @property
-    def base_url(self) -> str:
-        return str(self._http.base_url).rstrip("/")
+    @staticmethod
+    def _http_client(transport: httpx.AsyncBaseTransport | None, options: dict[str, Any]) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=transport, **options)
 
     async def __aenter__(self) -> AsyncSidecarClient:
         return self
@@ -437,60 +328,12 @@ class AsyncSidecarClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def health(self) -> HealthResponse:
-        """GET /health: liveness and model state."""
-        return await self._run(_health_call())
-
-    async def warmup(self) -> WarmupResponse:
-        """POST /warmup: loads the model if needed and runs one forward pass."""
-        return await self._run(_warmup_call())
-
-    async def rerank(
-        self,
-        query: str,
-        documents: Sequence[str],
-        *,
-        top_n: int | None = None,
-        instruction: str | None = None,
-        raw_scores: bool = False,
-        return_documents: bool = False,
-        model: str | None = None,
-    ) -> RerankReply:
-        """POST /rerank: `scores` in input order, `results` best first."""
-        request = RerankRequest(query=query, documents=list(documents), top_n=top_n, instruction=instruction,
-                                raw_scores=raw_scores, return_documents=return_documents, model=model)
-        return await self.rerank_request(request)
-
-    async def rerank_request(self, request: RerankRequest) -> RerankReply:
-        """POST /rerank with a ready request."""
-        return await self._run(_rerank_call(request))
-
-    async def rerank_batch(self, groups: Sequence[tuple[str, Sequence[str]]], **options: Any) -> RerankBatchReply:
-        """POST /rerank/batch with (query, documents) groups; options are RerankBatchRequest's."""
-        return await self.rerank_batch_request(_batch_request(groups, **options))
-
-    async def rerank_batch_request(self, request: RerankBatchRequest) -> RerankBatchReply:
-        """POST /rerank/batch with a ready request."""
-        return await self._run(_batch_call(request))
-
-    async def compat_rerank(self, request: CompatRerankRequest, version: CompatVersion = "v2") -> CompatRerankReply:
-        """POST /v1/rerank or /v2/rerank (Cohere/Jina shape)."""
-        return await self._run(_compat_call(request, version))
-
     async def _run(self, call: _Call[Reply]) -> Reply:
-        try:
-            response = await self._send(call)
-        except SidecarUnreachable:
-            if self.fallback == "positional" and call.positional is not None:
-                return call.positional()
-            raise
-        return call.parse(response.content)
-
-    async def _send(self, call: _Call) -> httpx.Response:
         async def attempt() -> httpx.Response:
             return _checked(await self._http.request(call.method, call.path, json=call.body))
 
         try:
-            return await AsyncRetrying(**_retry_options(self.retry))(attempt)
+            response = await AsyncRetrying(**_retry_options(self.retry))(attempt)
         except httpx.TransportError as error:
-            raise SidecarUnreachable(self.base_url, error) from error
+            return self._fallback_for(call, SidecarUnreachable(self.base_url, error))
+        return call.parse(response.content)
