@@ -35,6 +35,8 @@ QUERY = "What fruit is red and crunchy?"
 HEALTH = {
     "status": "ready", "model_loaded": True, "model": BUILTIN_MODEL_ID, "revision": "r", "configured_revision": "main",
     "scheduler": "batched", "uptime_s": 1.0, "queue_depth": 0, "pid": 4242, "version": "0.1.0",
+    "models": [{"name": BUILTIN_MODEL_ID, "aliases": [], "status": "ready", "loaded": True, "model": BUILTIN_MODEL_ID,
+                "revision": "r", "configured_revision": "main", "idle_s": 0.0, "queue_depth": 0}],
 }
 # Short backoffs keep the connection-error tests fast; Retry-After waits are the server's, not these.
 QUICK = RetryPolicy(attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05)

@@ -66,7 +66,7 @@ def passages(trec_dir) -> list[str]:
 
 @pytest.fixture
 def batcher(recording: RecordingScorer) -> Iterator[MicroBatcher]:
-    scheduler = MicroBatcher(recording, BatchBudget(max_tokens=4096, max_pairs=16), 5000, Metrics())
+    scheduler = MicroBatcher(recording, BatchBudget(max_tokens=4096, max_pairs=16), 5000, Metrics().for_model("test"))
     yield scheduler
     scheduler.stop()
 
@@ -180,7 +180,7 @@ def test_small_request_does_not_wait_behind_a_big_one(
 
 
 def test_queue_bound_refuses_with_retry_after(recording: RecordingScorer, passages: list[str]) -> None:
-    scheduler = MicroBatcher(recording, BatchBudget(4096, 16), 50, Metrics())
+    scheduler = MicroBatcher(recording, BatchBudget(4096, 16), 50, Metrics().for_model("test"))
     try:
         first = pairs_for(recording, "q", passages[:40])
         second = pairs_for(recording, "q2", passages[40:70])
@@ -246,8 +246,8 @@ def test_cancelled_request_pairs_are_never_scored(
 
 def test_serial_scheduler_scores_the_same(recording: RecordingScorer, passages: list[str]) -> None:
     pairs = pairs_for(recording, "how do vaccines work", passages[:40])
-    serial = SerialScheduler(recording, BatchBudget(4096, 16), 1000, Metrics())
-    batched = MicroBatcher(recording, BatchBudget(4096, 16), 1000, Metrics())
+    serial = SerialScheduler(recording, BatchBudget(4096, 16), 1000, Metrics().for_model("test"))
+    batched = MicroBatcher(recording, BatchBudget(4096, 16), 1000, Metrics().for_model("test"))
     try:
         np.testing.assert_allclose(asyncio.run(serial.score(pairs)), asyncio.run(batched.score(pairs)), atol=1e-6)
     finally:
@@ -257,7 +257,7 @@ def test_serial_scheduler_scores_the_same(recording: RecordingScorer, passages: 
 
 def test_cache_hits_skip_the_model(passages: list[str], tmp_path) -> None:
     settings = Settings(cache_size=100, threads=2, log_path=tmp_path / "log.jsonl")
-    metrics = Metrics()
+    metrics = Metrics().for_model("test")
     engine = Engine(settings, metrics)
 
     async def run() -> tuple:

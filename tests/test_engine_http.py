@@ -96,8 +96,9 @@ def test_metrics_show_concurrent_requests_sharing_batches(sidecar_factory) -> No
             assert list(pool.map(rerank, range(16))) == [200] * 16
         metrics = client.get("/metrics").text
     # Histogram of distinct requests per forward pass: some batch held pairs of two or more requests.
-    single = sample(metrics, 'rerank_batch_requests_bucket{le="1.0"}')
-    total = sample(metrics, "rerank_batch_requests_count")
+    model = 'model="builtin:all-MiniLM-L6-v2"'
+    single = sample(metrics, f'rerank_batch_requests_bucket{{le="1.0",{model}}}')
+    total = sample(metrics, f"rerank_batch_requests_count{{{model}}}")
     assert total > single, metrics
-    scored = sample(metrics, "rerank_pairs_scored_total")
+    scored = sample(metrics, f"rerank_pairs_scored_total{{{model}}}")
     assert scored == 16 * 20 + 1  # every pair once, plus the warm-up pair

@@ -27,7 +27,7 @@ from starlette.routing import BaseRoute
 from conftest import LiveServer, free_port, sidecar_env, start_server
 from rerank_sidecar.api.app import create_app
 from rerank_sidecar.api.auth import UnsafeExposure, exposure_refusal
-from rerank_sidecar.config import Settings
+from rerank_sidecar.config import BUILTIN_MODEL_ID, Settings
 from rerank_sidecar.requestlog import RequestLog, RequestLogEntry
 
 APPLE = "An apple is a red, crunchy fruit."
@@ -73,6 +73,10 @@ def scrape(client: httpx.Client) -> dict[tuple[str, frozenset], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+# The label of every per-model series: the one model's served id.
+OF_MODEL = {"model": BUILTIN_MODEL_ID}
 
 
 def sample(samples: dict, name: str, **labels: str) -> float:
@@ -243,7 +247,7 @@ def test_an_unexpected_exception_is_a_json_500_with_request_id_log_line_and_trac
     async def broken_rerank(*args: object, **kwargs: object) -> None:
         raise RuntimeError("scorer exploded")
 
-    monkeypatch.setattr(app.state.engine, "rerank", broken_rerank)
+    monkeypatch.setattr(app.state.models.default.engine, "rerank", broken_rerank)
     with caplog.at_level(logging.ERROR), TestClient(app, raise_server_exceptions=False) as client:
         body = {"query": QUERY, "documents": [APPLE]}
         response = client.post("/rerank", json=body, headers={"X-Request-ID": "bug-1"})
@@ -340,15 +344,17 @@ def test_metrics_follow_requests_batches_cache_and_load(ops_sidecar: LiveServer)
     assert delta("rerank_requests_total", route="other", status="404") == 1  # unknown paths share one label
     assert delta("rerank_request_latency_seconds_count", route="/rerank") == 3
     assert delta("rerank_request_latency_seconds_sum", route="/rerank") > 0
-    assert delta("rerank_cache_misses_total") == 4 and delta("rerank_cache_hits_total") == 4
-    assert delta("rerank_pairs_scored_total") == 4  # only the first request reached the model
-    assert delta("rerank_batch_pairs_sum") == 4 and delta("rerank_batch_pairs_count") == 1
-    assert delta("rerank_batch_padded_tokens_count") == 1 and delta("rerank_batch_padded_tokens_sum") >= 4
-    assert delta("rerank_batch_requests_count") == 1
-    assert sample(after, "rerank_queue_depth_pairs") == 0
-    assert sample(after, "rerank_model_loaded") == 1 and sample(after, "rerank_model_loads_total") == 1
-    assert sample(after, "rerank_model_load_seconds") > 0
-    assert ('rerank_pairs_dropped_total', frozenset()) in after
+    assert delta("rerank_cache_misses_total", **OF_MODEL) == 4 and delta("rerank_cache_hits_total", **OF_MODEL) == 4
+    assert delta("rerank_pairs_scored_total", **OF_MODEL) == 4  # only the first request reached the model
+    assert delta("rerank_batch_pairs_sum", **OF_MODEL) == 4 and delta("rerank_batch_pairs_count", **OF_MODEL) == 1
+    assert delta("rerank_batch_padded_tokens_count", **OF_MODEL) == 1
+    assert delta("rerank_batch_padded_tokens_sum", **OF_MODEL) >= 4
+    assert delta("rerank_batch_requests_count", **OF_MODEL) == 1
+    assert sample(after, "rerank_queue_depth_pairs", **OF_MODEL) == 0
+    assert sample(after, "rerank_model_loaded", **OF_MODEL) == 1
+    assert sample(after, "rerank_model_loads_total", **OF_MODEL) == 1
+    assert sample(after, "rerank_model_load_seconds", **OF_MODEL) > 0
+    assert ('rerank_pairs_dropped_total', frozenset(OF_MODEL.items())) in after
 
     entries = {entry["request_id"]: entry for entry in map(json.loads, ops_sidecar.log_lines())}
     assert entries["metrics-0"]["status"] == 200 and entries["metrics-0"]["documents"] == 4
@@ -391,13 +397,16 @@ def test_client_disconnect_drops_its_unscored_pairs_and_the_server_keeps_serving
         assert client.post("/warmup").status_code == 200
         before = scrape(client)
 
+        def since(now: dict, name: str) -> float:
+            return sample(now, name, **OF_MODEL) - sample(before, name, **OF_MODEL)
+
         def pairs() -> dict[str, float]:
             """Pairs scored and dropped since `before`, and queued now."""
             now = scrape(client)
             return {
-                "scored": sample(now, "rerank_pairs_scored_total") - sample(before, "rerank_pairs_scored_total"),
-                "dropped": sample(now, "rerank_pairs_dropped_total") - sample(before, "rerank_pairs_dropped_total"),
-                "queued": sample(now, "rerank_queue_depth_pairs"),
+                "scored": since(now, "rerank_pairs_scored_total"),
+                "dropped": since(now, "rerank_pairs_dropped_total"),
+                "queued": sample(now, "rerank_queue_depth_pairs", **OF_MODEL),
             }
 
         def accepted(total: int) -> bool:

@@ -59,7 +59,7 @@ def test_concurrent_first_calls_load_once(sidecar_factory) -> None:
     assert statuses == [200] * 20
     with server.client() as client:
         metrics = client.get("/metrics").text
-    assert "rerank_model_loads_total 1.0" in metrics
+    assert 'rerank_model_loads_total{model="builtin:all-MiniLM-L6-v2"} 1.0' in metrics
 
 
 def test_log_lines_match_requests(sidecar_factory) -> None:

@@ -6,11 +6,40 @@ from pathlib import Path
 from typing import Literal
 
 from platformdirs import user_cache_dir, user_state_dir
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BUILTIN_MODEL_ID = "builtin:all-MiniLM-L6-v2"
 DEFAULT_QWEN3_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+
+ModelFamily = Literal["auto", "cross-encoder", "qwen3", "bi-encoder"]
+Backend = Literal["auto", "torch", "onnx"]
+Quantize = Literal["none", "int8"]
+
+
+class ModelSpec(BaseModel):
+    """One model a sidecar may serve: an entry of RERANK_MODELS (JSON), or the one RERANK_MODEL_NAME names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="What clients send as `model`; unique in the list.")
+    model: str = Field(description="Hub id (local cache only) or local directory; empty = the embedded default.")
+    revision: str = Field("main", description="Commit sha or ref the hub id is pinned to.")
+    aliases: list[str] = Field(default_factory=list, description="Other names clients may send for it.")
+    family: ModelFamily | None = Field(None, description="Scorer family; None takes RERANK_MODEL_FAMILY.")
+    backend: Backend | None = Field(None, description="Inference runtime; None takes RERANK_BACKEND.")
+    quantize: Quantize | None = Field(None, description="None takes RERANK_QUANTIZE.")
+    max_length: int | None = Field(None, ge=16, description="Longest tokenized pair; None takes RERANK_MAX_LENGTH.")
+
+    @property
+    def served_model_id(self) -> str:
+        """The model id responses carry: the hub id or directory, or the embedded default's id."""
+        return BUILTIN_MODEL_ID if not self.model or self.model == BUILTIN_MODEL_ID else self.model
+
+    @property
+    def names(self) -> list[str]:
+        """The names that pick this model: its name and its aliases (its model id too, where no other shares it)."""
+        return list(dict.fromkeys([self.name, *self.aliases]))
 
 
 class Settings(BaseSettings):
@@ -31,7 +60,7 @@ class Settings(BaseSettings):
     # --- model ---
     model_name: str = Field("", description="Hub id (local cache only) or local directory; empty = embedded default.")
     model_revision: str = Field("main", description="Commit sha or ref the hub id is pinned to.")
-    model_family: Literal["auto", "cross-encoder", "qwen3", "bi-encoder"] = Field(
+    model_family: ModelFamily = Field(
         "auto", description="Scorer family; auto detects it from the model config."
     )
     model_aliases: str = Field("", description="Comma-separated extra names the Cohere/Jina routes accept.")
@@ -39,10 +68,10 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="auto: float16 on GPU, float32 on CPU."
     )
-    backend: Literal["auto", "torch", "onnx"] = Field(
+    backend: Backend = Field(
         "auto", description="Inference runtime; auto: onnx on the CPU where the family has it, torch otherwise."
     )
-    quantize: Literal["none", "int8"] = Field(
+    quantize: Quantize = Field(
         "none", description="int8: dynamic int8 quantization (onnx backend); faster, scores shift with batching."
     )
     max_length: int = Field(512, ge=16, description="Longest tokenized pair the model sees.")
@@ -50,6 +79,20 @@ class Settings(BaseSettings):
     long_docs: Literal["truncate", "chunk"] = Field("truncate", description="What to do with over-long documents.")
     max_chunks_per_doc: int = Field(8, ge=1, description="Cap on windows per document in chunk mode.")
     threads: int = Field(0, ge=0, description="Intra-op threads for inference; 0 = the cores available.")
+
+    # --- several models ---
+    models: list[ModelSpec] = Field(
+        default_factory=list,
+        description='JSON list of models to serve, e.g. [{"name": "qwen3", "model": "Qwen/Qwen3-Reranker-0.6B", '
+        '"revision": "<sha>"}, {"name": "minilm", "model": "/models/minilm", "aliases": ["rerank-v3.5"]}]; '
+        "empty = the one model of RERANK_MODEL_NAME. Each entry may set aliases, family, backend, quantize, max_length.",
+    )
+    keep_alive_s: float | None = Field(
+        None, gt=0, description="Unload a model idle this many seconds (loaded again on its next request); unset = never."
+    )
+    max_loaded_models: int = Field(
+        0, ge=0, description="Most models loaded at once; loading another evicts the least recently used idle one. 0 = no limit."
+    )
 
     # --- engine ---
     scheduler: Literal["batched", "serial"] = Field("batched", description="batched = micro-batching; serial = one lock.")
@@ -105,6 +148,33 @@ class Settings(BaseSettings):
         default_factory=lambda: Path(user_state_dir("rerank-sidecar")),
         description="Where `ensure` keeps its pid file, start lock and the started server's output log.",
     )
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelSpec]) -> list[ModelSpec]:
+        seen: dict[str, str] = {}
+        for spec in models:
+            for name in spec.names:
+                if name in seen and seen[name] != spec.name:
+                    raise ValueError(f"RERANK_MODELS: the name {name!r} picks both {seen[name]!r} and {spec.name!r}")
+                seen[name] = spec.name
+        return models
+
+    @property
+    def model_specs(self) -> list[ModelSpec]:
+        """The models to serve, the default first: RERANK_MODELS, or the one model of RERANK_MODEL_NAME."""
+        if self.models:
+            return list(self.models)
+        return [ModelSpec(name=self.served_model_id, model=self.model_name, revision=self.model_revision,
+                          aliases=self.aliases)]
+
+    def for_model(self, spec: ModelSpec) -> Settings:
+        """These settings with the model fields of `spec`: what one model's engine and scorer read."""
+        overrides = {"family": "model_family", "backend": "backend", "quantize": "quantize", "max_length": "max_length"}
+        update = {"model_name": spec.model, "model_revision": spec.revision, "model_aliases": ",".join(spec.aliases),
+                  "models": []}
+        update.update({field: getattr(spec, key) for key, field in overrides.items() if getattr(spec, key) is not None})
+        return self.model_copy(update=update)
 
     @property
     def aliases(self) -> list[str]:

@@ -20,9 +20,9 @@ from filelock import FileLock
 from filelock import Timeout as LockTimeout
 from pydantic import BaseModel, Field, ValidationError
 
-from .api.schemas import HealthResponse
+from .api.schemas import HealthResponse, ModelHealth
 from .client import RetryPolicy, SidecarClient, SidecarError, SidecarHTTPError, SidecarUnreachable, sidecar_url
-from .config import Settings
+from .config import ModelSpec, Settings
 from .process import (
     KILL_WAIT_S,
     POLL_INTERVAL_S,
@@ -65,6 +65,7 @@ class EnsureResult(BaseModel):
     url: str = Field(description="Base URL of the sidecar.")
     pid: int = Field(description="Process id of the sidecar, from its /health.")
     started: bool = Field(description="True when this call started it; false when it was already running.")
+    name: str = Field(description="The name of the warmed model in the sidecar's list (what requests send as `model`).")
     model: str = Field(description="Served model id.")
     revision: str = Field(description="Served (resolved) revision.")
 
@@ -102,29 +103,49 @@ class StateFiles(BaseModel):
 def ensure_sidecar(
     settings: Settings | None = None,
     *,
+    model: str | None = None,
     start_timeout_s: float = 60.0,
     warmup_timeout_s: float = 600.0,
     log_level: str = "warning",
 ) -> EnsureResult:
-    """Returns a warm sidecar serving the configured model, starting one if none answers."""
+    """Returns a warm sidecar that serves `model`, starting one if none answers.
+
+    `model` names one of the configured models (a name in RERANK_MODELS, or the served id of
+    RERANK_MODEL_NAME); None is the first. A running sidecar is reused when that model is among
+    the models it lists, at the same revision; then that model is warmed.
+    """
     settings = settings or Settings()
+    wanted = wanted_model(settings, model)
     url = sidecar_url(settings)
     health = probe(url)
     started = False
     if health is None:
         health, started = _start_once(settings, url, start_timeout_s, log_level)
-    check_model(settings, health, url)
+    served = check_model(wanted, health, url)
     # A model that failed to load answers 503 with a long Retry-After: report it now rather than wait.
     warmup_client = SidecarClient(url, api_key=settings.api_key, timeout_s=warmup_timeout_s,
                                   retry=RetryPolicy(max_retry_after_s=5.0))
     try:
         with warmup_client:
-            warm = warmup_client.warmup()
+            warm = warmup_client.warmup(model=served.name)
     except SidecarError as error:
         if started:
             _discard_failed_start(StateFiles.for_settings(settings))
-        raise LaunchError(ExitCode.WARMUP_FAILED, f"warm-up of {health.model} at {url} failed: {error}") from error
-    return EnsureResult(url=url, pid=health.pid, started=started, model=warm.model, revision=warm.revision)
+        raise LaunchError(ExitCode.WARMUP_FAILED, f"warm-up of {served.model} at {url} failed: {error}") from error
+    return EnsureResult(url=url, pid=health.pid, started=started, name=served.name, model=warm.model,
+                        revision=warm.revision)
+
+
+def wanted_model(settings: Settings, name: str | None) -> ModelSpec:
+    """The configured model a launcher asks for: by name (or served id), or the first configured one."""
+    specs = settings.model_specs
+    if name is None:
+        return specs[0]
+    for spec in specs:
+        if name in (*spec.names, spec.served_model_id):
+            return spec
+    listed = ", ".join(repr(spec.name) for spec in specs)
+    raise LaunchError(ExitCode.BAD_INPUT, f"--model {name!r} is not among this launcher's configured models ({listed})")
 
 
 def probe(url: str) -> HealthResponse | None:
@@ -143,19 +164,23 @@ def probe(url: str) -> HealthResponse | None:
         ) from error
 
 
-def check_model(settings: Settings, health: HealthResponse, url: str) -> None:
-    """Refuses a sidecar that serves another model or revision than this launcher is configured for."""
-    wanted_model, wanted_revision = settings.served_model_id, settings.model_revision
-    same_model = _same_model(wanted_model, health.model)
-    same_revision = wanted_revision in (health.configured_revision, health.revision)
-    if not (same_model and same_revision):
-        raise LaunchError(
-            ExitCode.MODEL_MISMATCH,
-            f"the sidecar at {url} (pid {health.pid}) serves model {health.model!r} at revision "
-            f"{health.configured_revision!r} (resolved {health.revision!r}), but this launcher is configured for "
-            f"model {wanted_model!r} at revision {wanted_revision!r}; stop that sidecar (rerank-sidecar stop) "
-            f"or use another RERANK_SIDECAR_PORT",
-        )
+def check_model(wanted: ModelSpec, health: HealthResponse, url: str) -> ModelHealth:
+    """The running sidecar's entry for the wanted model; refuses a sidecar that does not list it at that revision."""
+    for served in health.models:
+        named = wanted.name in (served.name, *served.aliases) or _same_model(wanted.served_model_id, served.model)
+        if named and wanted.revision in (served.configured_revision, served.revision):
+            return served
+    listing = "; ".join(
+        f"{served.name!r} = model {served.model!r} at revision {served.configured_revision!r} "
+        f"(resolved {served.revision!r})"
+        for served in health.models
+    )
+    raise LaunchError(
+        ExitCode.MODEL_MISMATCH,
+        f"the sidecar at {url} (pid {health.pid}) serves {listing}, but this launcher is configured for "
+        f"model {wanted.served_model_id!r} ({wanted.name!r}) at revision {wanted.revision!r}; stop that sidecar "
+        f"(rerank-sidecar stop), list the model in its RERANK_MODELS, or use another RERANK_SIDECAR_PORT",
+    )
 
 
 def _same_model(wanted: str, served: str) -> bool:

@@ -176,7 +176,7 @@ class RerankReplica:
             registry=app.state.metrics.registry,
         )
         replica_info.labels(replica=self.replica_id).set(1)
-        await app.state.engine.load()
+        await app.state.models.default.engine.load()  # the others load on first use, as in one process
         return app
 
 

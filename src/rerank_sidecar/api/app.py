@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -11,7 +12,7 @@ from starlette.routing import BaseRoute
 
 from .. import __version__
 from ..config import Settings
-from ..engine.engine import Engine
+from ..engine.pool import ModelPool
 from ..metrics import Metrics
 from ..requestlog import RequestLog
 from .auth import ApiKeyMiddleware, UnsafeExposure, exposure_refusal
@@ -24,19 +25,23 @@ from .tei import router as tei_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Builds the app; the model loads later, on the first /warmup or /rerank."""
+    """Builds the app; each model loads later, on its first /warmup or request."""
     settings = settings or Settings()
     if refusal := exposure_refusal(settings):
         raise UnsafeExposure(refusal)
     metrics = Metrics()
     request_log = RequestLog(settings.log_path, settings.log_max_bytes, settings.log_backups)
-    engine = Engine(settings, metrics)
+    models = ModelPool(settings, metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        engine.stop()
-        request_log.close()
+        unloader = asyncio.create_task(models.keep_unloading_idle())
+        try:
+            yield
+        finally:
+            unloader.cancel()
+            models.stop()
+            request_log.close()
 
     app = FastAPI(
         title="rerank-sidecar",
@@ -45,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.engine = engine
+    app.state.models = models
     app.state.metrics = metrics
     app.state.request_log = request_log
     app.state.started_at = time.monotonic()

@@ -6,25 +6,27 @@ import time
 
 from fastapi import APIRouter, Request
 
-from ..engine.engine import Engine
+from ..engine.pool import ModelPool, ServedModel
 from .schemas import ModelCard, ModelList
 
 router = APIRouter(tags=["model discovery"])
 
 
 @router.get(
-    "/v1/models", response_model=ModelList, response_description="The served model id first, then its aliases."
+    "/v1/models", response_model=ModelList, response_description="Every name that picks a model, the default first."
 )
 async def list_models(request: Request) -> ModelList:
-    """The served model and its aliases; never loads the model."""
-    engine: Engine = request.app.state.engine
-    settings = engine.settings
-    served = settings.served_model_id
-    max_length = engine.info.max_length if engine.info else settings.max_length
+    """Every listed model by its name, aliases and (where unambiguous) model id; never loads a model."""
+    pool: ModelPool = request.app.state.models
     created = int(time.time() - (time.monotonic() - request.app.state.started_at))
     return ModelList(
         data=[
-            ModelCard(id=name, created=created, root=served, max_model_len=max_length)
-            for name in dict.fromkeys([served, *settings.aliases])
+            ModelCard(id=name, created=created, root=served.spec.name, max_model_len=_max_length(served))
+            for name, served in pool.named_models()
         ]
     )
+
+
+def _max_length(served: ServedModel) -> int:
+    info = served.engine.info
+    return info.max_length if info else served.engine.settings.max_length

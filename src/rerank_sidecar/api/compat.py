@@ -7,7 +7,7 @@ import math
 from fastapi import APIRouter, Request
 
 from ..config import Settings
-from ..engine.engine import Engine, RerankJob
+from ..engine.engine import RerankJob
 from .compat_schemas import (
     BilledUnits,
     CompatMeta,
@@ -17,9 +17,9 @@ from .compat_schemas import (
     CompatUsage,
     echoed_document,
 )
-from .dispatch import rerank_outcome
+from .dispatch import pick_engine, rerank_outcome
 from .errors import ApiError
-from .limits import check_limits, check_requested_model
+from .limits import check_limits
 from .request_notes import note_request
 from .results import ranked_results
 from .schemas import ERROR_RESPONSES
@@ -45,9 +45,8 @@ async def rerank_v2(body: CompatRerankRequest, request: Request) -> CompatRerank
 
 
 async def _rerank(body: CompatRerankRequest, request: Request) -> CompatRerankResponse:
-    engine: Engine = request.app.state.engine
+    engine = pick_engine(request, body.model)
     settings = engine.settings
-    check_requested_model(settings, body.model)
     check_limits(settings, body.query, body.texts)
     _check_chunk_cap(settings, body.max_chunks_per_doc)
     note_request(request, body.query, body.texts, settings)

@@ -9,10 +9,17 @@ from typing import TypeVar
 from fastapi import Request
 
 from ..engine.engine import Engine, RerankJob, RerankOutcome
+from ..engine.pool import ModelPool
 from .errors import ClientDisconnected
 from .request_notes import note_model
 
 T = TypeVar("T")
+
+
+def pick_engine(request: Request, requested: str | None) -> Engine:
+    """The engine of the model a request names (none: the default); UnknownModel (400) for a name not listed."""
+    pool: ModelPool = request.app.state.models
+    return pool.pick(requested).engine
 
 
 async def rerank_outcome(request: Request, engine: Engine, job: RerankJob) -> RerankOutcome:

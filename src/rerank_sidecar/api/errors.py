@@ -15,6 +15,7 @@ from ..engine.errors import (
     QueueFull,
     RequestTooLarge,
     SchedulerStopped,
+    UnknownModel,
 )
 from .schemas import NATIVE_BODY, TEI_BODY
 
@@ -110,6 +111,7 @@ _ENGINE_ERRORS: dict[type[Exception], tuple[int, str, Callable[[Exception], str 
     DeadlineExceeded: (503, "deadline_exceeded", lambda _: "1"),
     RequestTooLarge: (413, "payload_too_large", lambda _: None),
     SchedulerStopped: (503, "shutting_down", lambda _: "1"),
+    UnknownModel: (400, "model_not_served", lambda _: None),
 }
 
 

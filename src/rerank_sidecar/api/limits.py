@@ -1,4 +1,4 @@
-"""Input limits every rerank route enforces: 422s and 400s naming the field and the limit."""
+"""Input limits every rerank route enforces: 422s naming the field and the limit."""
 
 from __future__ import annotations
 
@@ -56,15 +56,3 @@ def check_instruction(settings: Settings, instruction: str | None) -> None:
         )
     if instruction is not None:
         check_unicode("instruction", instruction)
-
-
-def check_requested_model(settings: Settings, requested: str | None) -> None:
-    """An empty name, the served id or an alias passes; anything else is refused, naming all three."""
-    if not requested or requested == settings.served_model_id or requested in settings.aliases:
-        return
-    aliases = ", ".join(settings.aliases) or "none (set RERANK_MODEL_ALIASES)"
-    raise ApiError(
-        400, "model_not_served",
-        f"model {requested!r} is not served here; this sidecar serves {settings.served_model_id!r} "
-        f"(aliases: {aliases})",
-    )

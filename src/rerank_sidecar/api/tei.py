@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from .. import __version__
-from ..engine.engine import Engine, RerankJob
+from ..engine.engine import RerankJob
 from ..engine.errors import DocumentTooLong
-from .dispatch import rerank_outcome
+from .dispatch import pick_engine, rerank_outcome
 from .errors import TEI_SHAPE, ApiError
 from .limits import check_limits
 from .request_notes import note_request
@@ -28,7 +28,7 @@ router = APIRouter(tags=["text-embeddings-inference compatible"])
 async def rerank_tei(body: TeiRerankRequest, request: Request) -> list[TeiRank]:
     """TEI's /rerank: every text scored against the query, a bare array best first, errors in TEI's shape."""
     setattr(request.state, TEI_SHAPE, True)
-    engine: Engine = request.app.state.engine
+    engine = pick_engine(request, None)  # TEI's request names no model: the default serves it
     settings = engine.settings
     if not body.texts:
         raise ApiError(400, "empty", "`texts` cannot be empty")
@@ -58,8 +58,8 @@ async def rerank_tei(body: TeiRerankRequest, request: Request) -> list[TeiRank]:
     response_description="The served model and the limits in force, in text-embeddings-inference's shape.",
 )
 async def info(request: Request) -> TeiInfo:
-    """TEI's /info from the running settings and the loaded model (loaded first if need be, as TEI always has it)."""
-    engine: Engine = request.app.state.engine
+    """TEI's /info of the default model, from the running settings and the loaded model (loaded first if need be)."""
+    engine = pick_engine(request, None)
     await engine.ensure_loaded()
     settings, loaded, budget = engine.settings, engine.info, engine.budget
     assert loaded is not None and budget is not None

@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import httpx
 import psutil
 from pydantic import BaseModel, Field
 from rich.console import Console
@@ -54,11 +55,22 @@ class MemoryRow(BaseModel):
     pss_mib: float = Field(description="Sum of proportional set sizes (shared pages split between processes).")
 
 
+class ModelsMemoryRow(BaseModel):
+    """Resident memory of sidecars serving two models, one way or another."""
+
+    layout: str = Field(description="What runs: sidecars, which models, loaded or unloaded.")
+    processes: int = Field(description="Sidecar processes measured.")
+    rss_mib: float = Field(description="Sum of their resident set sizes.")
+
+
 class MemoryReport(BaseModel):
     """What one `bench memory` run measured."""
 
     model: str = Field(description="Model measured.")
     rows: list[MemoryRow] = Field(description="One row per layout and consumer count.")
+    models: list[ModelsMemoryRow] = Field(
+        default_factory=list, description="--models: one sidecar serving two models against two sidecars, and unloaded."
+    )
 
 
 def _memory_mib(pids: Sequence[int]) -> tuple[float, float]:
@@ -118,6 +130,47 @@ def measure(counts: Sequence[int], model: str, backend: str, cache_dir: Path) ->
     return MemoryReport(model=model, rows=rows)
 
 
+# Models of the several-models measurement: the embedded default and the MiniLM-shaped cross-encoder.
+TWO_MODELS = ("builtin", "minilm-cross-encoder")
+# Keep-alive of the several-models sidecar: its models unload this long after the warm-up.
+_KEEP_ALIVE_S = 3.0
+
+
+def measure_models(backend: str, cache_dir: Path) -> list[ModelsMemoryRow]:
+    """RSS of one sidecar serving both TWO_MODELS, of two sidecars serving one each, of the first after
+    keep-alive unloaded both, and of a sidecar that never loaded a model."""
+    singles = [model_settings(model, backend, cache_dir) for model in TWO_MODELS]
+    listed = [{"name": name, "model": settings.get("model_name", "")} for name, settings in zip(TWO_MODELS, singles)]
+    both = {"backend": backend, "cache_dir": str(cache_dir), "models": json.dumps(listed),
+            "keep_alive_s": str(_KEEP_ALIVE_S)}
+    rows = []
+    with bench_server(both) as server:
+        for name in TWO_MODELS[1:]:
+            httpx.post(f"{server.url}/warmup", params={"model": name}, timeout=600).raise_for_status()
+        rows.append(ModelsMemoryRow(layout="one sidecar, both models loaded", processes=1,
+                                    rss_mib=_memory_mib([server.pid])[0]))
+        _wait_unloaded(server.url, len(TWO_MODELS))
+        rows.append(ModelsMemoryRow(layout="the same sidecar, both unloaded by keep-alive", processes=1,
+                                    rss_mib=_memory_mib([server.pid])[0]))
+    with bench_server(singles[0]) as first, bench_server(singles[1]) as second:
+        rows.append(ModelsMemoryRow(layout="two sidecars, one model each", processes=2,
+                                    rss_mib=_memory_mib([first.pid, second.pid])[0]))
+    with bench_server(both, warm=False) as empty:
+        rows.append(ModelsMemoryRow(layout="a sidecar that never loaded a model", processes=1,
+                                    rss_mib=_memory_mib([empty.pid])[0]))
+    return rows
+
+
+def _wait_unloaded(url: str, models: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        health = httpx.get(f"{url}/health", timeout=10).json()
+        if sum(not model["loaded"] for model in health["models"]) == models:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"the models of {url} were not unloaded within {timeout_s} s")
+
+
 def print_memory(report: MemoryReport) -> None:
     table = Table(title=f"bench memory: {report.model}")
     for column in ("consumers", "layout", "RSS MiB", "PSS MiB"):
@@ -125,6 +178,13 @@ def print_memory(report: MemoryReport) -> None:
     for row in report.rows:
         table.add_row(str(row.consumers), row.layout, f"{row.rss_mib:.0f}", f"{row.pss_mib:.0f}")
     console.print(table)
+    if report.models:
+        models = Table(title=f"bench memory --models: {' + '.join(TWO_MODELS)}")
+        for column in ("layout", "processes", "RSS MiB"):
+            models.add_column(column, justify="right")
+        for row in report.models:
+            models.add_row(row.layout, str(row.processes), f"{row.rss_mib:.0f}")
+        console.print(models)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -132,6 +192,8 @@ def _run(args: argparse.Namespace) -> int:
 
     cache_dir = Path(args.cache_dir or user_cache_dir("rerank-sidecar"))
     report = measure([int(n) for n in args.consumers.split(",")], args.model, args.backend, cache_dir)
+    if args.models:
+        report.models = measure_models(args.backend, cache_dir)
     print_memory(report)
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
@@ -146,5 +208,7 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default="builtin", help="builtin, minilm-cross-encoder, or a model path/id")
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     parser.add_argument("--cache-dir", help="where built benchmark models and ONNX files are cached")
+    parser.add_argument("--models", action="store_true",
+                        help="also: one sidecar serving two models vs two sidecars, and after keep-alive unloaded both")
     parser.add_argument("--json", dest="json_out", help="write the results to this JSON file")
     parser.set_defaults(handler=_run)

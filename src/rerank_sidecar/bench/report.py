@@ -102,8 +102,22 @@ def _memory(report: MemoryReport) -> list[str]:
     lines = [f"## Memory: one sidecar vs N in-process copies (`{report.model}`)", "",
              "Sidecar rows: the sidecar plus N thin HTTP client processes. In-process rows: N processes that each "
              "load the model. PSS splits shared pages between processes, so it adds up across them.", ""]
-    return lines + _table(["consumers", "layout", "RSS MiB", "PSS MiB"],
-                          [[str(r.consumers), r.layout, f"{r.rss_mib:.0f}", f"{r.pss_mib:.0f}"] for r in report.rows])
+    lines += _table(["consumers", "layout", "RSS MiB", "PSS MiB"],
+                    [[str(r.consumers), r.layout, f"{r.rss_mib:.0f}", f"{r.pss_mib:.0f}"] for r in report.rows])
+    return lines + _models_memory(report) if report.models else lines
+
+
+def _models_memory(report: MemoryReport) -> list[str]:
+    rows = {row.layout: row.rss_mib for row in report.models}
+    both, apart = rows["one sidecar, both models loaded"], rows["two sidecars, one model each"]
+    unloaded, empty = rows["the same sidecar, both unloaded by keep-alive"], rows["a sidecar that never loaded a model"]
+    lines = ["### Two models in one sidecar (`bench memory --models`)", "",
+             "The embedded default and the MiniLM-shaped cross-encoder (RERANK_MODELS), both warm; the same sidecar "
+             "after RERANK_KEEP_ALIVE_S unloaded both; and a sidecar that never loaded a model.", ""]
+    lines += _table(["layout", "processes", "RSS MiB"],
+                    [[row.layout, str(row.processes), f"{row.rss_mib:.0f}"] for row in report.models])
+    return lines + [f"- one sidecar / two sidecars: {both / apart:.2f}x RSS",
+                    f"- after keep-alive unloaded both / never loaded: {unloaded / empty:.2f}x RSS", ""]
 
 
 def render(results: Path, plot_link: str | None) -> str:

@@ -35,8 +35,8 @@ def _free_port() -> int:
 
 @contextmanager
 def bench_server(settings: Mapping[str, str], ready_timeout_s: float = 120.0,
-                 ray_replicas: int | None = None) -> Iterator[BenchServer]:
-    """Starts `rerank-sidecar serve` with RERANK_* `settings`, warms it up, yields it, and stops it.
+                 ray_replicas: int | None = None, warm: bool = True) -> Iterator[BenchServer]:
+    """Starts `rerank-sidecar serve` with RERANK_* `settings`, warms it up (unless not `warm`), yields it, stops it.
 
     With `ray_replicas`, it serves on that many Ray Serve replicas of a local Ray instance (`serve --ray`).
     """
@@ -51,7 +51,8 @@ def bench_server(settings: Mapping[str, str], ready_timeout_s: float = 120.0,
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, process, ready_timeout_s, output, own_pid=not ray_replicas)
-        httpx.post(f"{url}/warmup", timeout=ready_timeout_s).raise_for_status()
+        if warm:
+            httpx.post(f"{url}/warmup", timeout=ready_timeout_s).raise_for_status()
         yield BenchServer(url, process.pid)
     finally:
         process.send_signal(signal.SIGTERM)

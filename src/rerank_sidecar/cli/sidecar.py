@@ -15,9 +15,9 @@ from ..api.schemas import RerankRequest
 from ..client import SidecarClient, SidecarHTTPError, SidecarUnreachable
 from ..launcher import ExitCode, LaunchError, ensure_sidecar, stop_sidecar
 
-ENSURE_EPILOG = """exit status: 0 ready (prints {url, pid, started, model, revision});
-3 a sidecar answers on the port but serves another model or revision; 4 start failed or timed out
-(or the port is taken by something else); 5 warm-up failed (the model did not load)"""
+ENSURE_EPILOG = """exit status: 0 ready (prints {url, pid, started, name, model, revision}); 2 --model names no
+configured model; 3 a sidecar answers on the port but does not list that model at that revision; 4 start failed
+or timed out (or the port is taken by something else); 5 warm-up failed (the model did not load)"""
 
 STOP_EPILOG = """exit status: 0 stopped (prints {pid, forced}); 6 no sidecar started by ensure is running
 on this port; 7 it could not be stopped"""
@@ -34,7 +34,8 @@ def _fail(command: str, code: ExitCode, message: object) -> int:
 def _ensure(args: argparse.Namespace) -> int:
     try:
         result = ensure_sidecar(
-            start_timeout_s=args.start_timeout, warmup_timeout_s=args.warmup_timeout, log_level=args.log_level
+            model=args.model, start_timeout_s=args.start_timeout, warmup_timeout_s=args.warmup_timeout,
+            log_level=args.log_level,
         )
     except LaunchError as error:
         return _fail("ensure", error.code, error)
@@ -85,9 +86,12 @@ def _rerank(args: argparse.Namespace) -> int:
 def add_ensure(commands: argparse._SubParsersAction) -> None:
     ensure = commands.add_parser(
         "ensure",
-        help="start the configured sidecar unless one answers, warm it, print {url, pid, started, model, revision}",
+        help="start the configured sidecar unless one serving the model answers, warm the model, print "
+        "{url, pid, started, name, model, revision}",
         epilog=ENSURE_EPILOG,
     )
+    ensure.add_argument("--model", help="the configured model to ensure and warm: a name in RERANK_MODELS or "
+                        "RERANK_MODEL_NAME's id (default: the first configured)")
     ensure.add_argument("--start-timeout", type=float, default=60.0, help="seconds to wait for /health (default 60)")
     ensure.add_argument("--warmup-timeout", type=float, default=600.0, help="seconds to wait for /warmup (default 600)")
     ensure.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],

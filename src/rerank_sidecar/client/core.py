@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+from urllib.parse import urlencode
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
@@ -159,8 +160,9 @@ def _health_call() -> _Call[HealthResponse]:
     return _Call("GET", "/health", None, HealthResponse.model_validate_json)
 
 
-def _warmup_call() -> _Call[WarmupResponse]:
-    return _Call("POST", "/warmup", None, WarmupResponse.model_validate_json)
+def _warmup_call(model: str | None) -> _Call[WarmupResponse]:
+    path = f"/warmup?{urlencode({'model': model})}" if model else "/warmup"
+    return _Call("POST", path, None, WarmupResponse.model_validate_json)
 
 
 def _rerank_call(request: RerankRequest) -> _Call[RerankReply]:
@@ -214,11 +216,14 @@ class _Routes:
         connect_timeout_s: float = 2.0,
         retry: RetryPolicy = RetryPolicy(),
         fallback: Fallback = "none",
+        model: str | None = None,
         transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        """Unset `base_url` and `api_key` come from Settings; `transport` replaces the network (tests)."""
+        """Unset `base_url` and `api_key` come from Settings; `model` is the model calls pick unless they name one
+        (None: the sidecar's default); `transport` replaces the network (tests)."""
         self.retry = retry
         self.fallback = fallback
+        self.model = model
         self._http = self._http_client(transport, _client_options(base_url, api_key, timeout_s, connect_timeout_s))
 
     @property
@@ -242,9 +247,9 @@ class _Routes:
         """GET /health: liveness and model state."""
         return self._run(_health_call())
 
-    def warmup(self) -> Returns[WarmupResponse]:
-        """POST /warmup: loads the model if needed and runs one forward pass."""
-        return self._run(_warmup_call())
+    def warmup(self, model: str | None = None) -> Returns[WarmupResponse]:
+        """POST /warmup: loads the model (this client's, or the sidecar's default) if needed and runs one forward pass."""
+        return self._run(_warmup_call(model or self.model))
 
     def rerank(
         self,
@@ -259,7 +264,7 @@ class _Routes:
     ) -> Returns[RerankReply]:
         """POST /rerank: `scores` in input order, `results` best first."""
         request = RerankRequest(query=query, documents=list(documents), top_n=top_n, instruction=instruction,
-                                raw_scores=raw_scores, return_documents=return_documents, model=model)
+                                raw_scores=raw_scores, return_documents=return_documents, model=model or self.model)
         return self.rerank_request(request)
 
     def rerank_request(self, request: RerankRequest) -> Returns[RerankReply]:
@@ -268,14 +273,16 @@ class _Routes:
 
     def rerank_batch(self, groups: Sequence[tuple[str, Sequence[str]]], **options: Any) -> Returns[RerankBatchReply]:
         """POST /rerank/batch with (query, documents) groups; options are RerankBatchRequest's."""
-        return self.rerank_batch_request(_batch_request(groups, **options))
+        return self.rerank_batch_request(_batch_request(groups, **{"model": self.model, **options}))
 
     def rerank_batch_request(self, request: RerankBatchRequest) -> Returns[RerankBatchReply]:
         """POST /rerank/batch with a ready request."""
         return self._run(_batch_call(request))
 
     def compat_rerank(self, request: CompatRerankRequest, version: CompatVersion = "v2") -> Returns[CompatRerankReply]:
-        """POST /v1/rerank or /v2/rerank (Cohere/Jina shape)."""
+        """POST /v1/rerank or /v2/rerank (Cohere/Jina shape); a request without `model` gets this client's."""
+        if request.model is None and self.model is not None:
+            request = request.model_copy(update={"model": self.model})
         return self._run(_compat_call(request, version))
 
 

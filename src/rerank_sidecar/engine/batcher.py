@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..metrics import Metrics
+from ..metrics import ModelMetrics
 from ..models.base import EncodedPair, Scorer
+from .compute import SharedCompute
 from .errors import QueueFull, RequestTooLarge, SchedulerStopped
 from .scheduler import BatchBudget, retry_after_seconds
 
@@ -81,8 +82,17 @@ class MicroBatcher:
     budget and pair cap, so pairs of different requests pad little.
     """
 
-    def __init__(self, scorer: Scorer, budget: BatchBudget, max_queued_pairs: int, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        scorer: Scorer,
+        budget: BatchBudget,
+        max_queued_pairs: int,
+        metrics: ModelMetrics,
+        compute: SharedCompute | None = None,
+    ) -> None:
+        """`compute` is shared with the other loaded models' schedulers (None: a model alone)."""
         self._scorer = scorer
+        self._compute = compute or SharedCompute(max_queued_pairs)
         self._budget = budget
         self._max_queued = max_queued_pairs
         self._metrics = metrics
@@ -227,9 +237,10 @@ class MicroBatcher:
 
     def _run(self, batch: list[_Slot]) -> None:
         jobs = {job for job, _ in batch}
-        started = time.perf_counter()
         try:
-            raw = self._scorer.score_batch([job.pairs[index] for job, index in batch])
+            with self._compute.turn():
+                started = time.perf_counter()
+                raw = self._scorer.score_batch([job.pairs[index] for job, index in batch])
         except Exception as exc:  # the model failed: every request in the batch gets the error
             self._metrics.pairs_dropped.inc(len(batch))  # unscored, like the requests' pairs still queued
             for job in jobs:

@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import gc
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import psutil
 
 from ..config import Settings
-from ..metrics import Metrics
+from ..metrics import ModelMetrics
 from ..models.base import EncodedDocument, LongDocs, Scorer, ScorerInfo
 from ..models.registry import load_scorer
 from ..models.resolve import force_offline
 from .batcher import MicroBatcher
 from .cache import CachedScore, ScoreCache, cache_key
+from .compute import SharedCompute
 from .errors import DeadlineExceeded, DocumentTooLong, ModelUnavailable
 from .scheduler import BatchBudget, Scheduler
 from .serial import SerialScheduler
 
-ModelState = Literal["idle", "loading", "ready", "error"]
+ModelState = Literal["idle", "loading", "ready", "unloading", "error"]
 TruncationSide = Literal["right", "left"]
 
 
@@ -78,48 +84,75 @@ class LoadReport:
 
 
 class Engine:
-    """Owns the scorer and its scheduler; every HTTP route scores through `rerank`."""
+    """Owns one model's scorer and scheduler: loads on first use, unloads on request; routes score through `rerank`."""
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: ModelMetrics,
+        compute: SharedCompute | None = None,
+        make_room: Callable[[Engine], Awaitable[None]] | None = None,
+    ) -> None:
+        """`compute` is shared with the other models' engines (None: a model alone); `make_room` runs before a load."""
         self.settings = settings
         self.metrics = metrics
         self.state: ModelState = "idle"
         self.error: str | None = None
         self.scorer: Scorer | None = None
         self.load_s: float | None = None
+        self.memory_bytes: int | None = None
+        self.last_used = time.monotonic()
+        self._compute = compute or SharedCompute(settings.max_queued_pairs)
+        self._make_room = make_room
+        self._active = 0
         self._scheduler: Scheduler | None = None
         self._budget: BatchBudget | None = None
         self._load_lock = asyncio.Lock()
         self._cache = ScoreCache(settings.cache_size) if settings.cache_size > 0 else None
+        self._compute.count_queue(lambda: self.queued_pairs)
 
     @property
     def queued_pairs(self) -> int:
         return self._scheduler.queued_pairs if self._scheduler else 0
 
     @property
+    def busy(self) -> bool:
+        """Whether a request is using the model: scoring, queued, or waiting for it to load."""
+        return self._active > 0
+
+    @property
     def info(self) -> ScorerInfo | None:
-        """The loaded model, or None before it loads."""
+        """The loaded model, or None while it is not loaded."""
         return self.scorer.info if self.scorer else None
 
     @property
     def budget(self) -> BatchBudget | None:
-        """The loaded model's batch limits, or None before it loads."""
+        """The loaded model's batch limits, or None while it is not loaded."""
         return self._budget
 
     async def load(self) -> LoadReport:
         """Loads the model unless loaded (concurrent callers share one load), then runs a tiny forward pass."""
-        async with self._load_lock:
-            already = self.state == "ready"
-            if not already:
-                await self._load_locked()
+        already = self.state == "ready"
         started = time.perf_counter()
-        await self.rerank(RerankJob(query="warm-up", documents=["warm-up"]), use_cache=False)
-        assert self.scorer is not None and self.load_s is not None
-        return LoadReport(self.scorer.info, self.load_s, time.perf_counter() - started, already)
+        outcome = await self.rerank(RerankJob(query="warm-up", documents=["warm-up"]), use_cache=False)
+        assert self.load_s is not None
+        return LoadReport(outcome.info, self.load_s, time.perf_counter() - started, already)
+
+    async def ensure_loaded(self) -> Scorer:
+        """The scorer, loading it first if need be; a caller arriving during an unload waits and loads it again."""
+        if self.state != "ready":
+            async with self._load_lock:
+                if self.state != "ready":
+                    if self._make_room is not None:
+                        await self._make_room(self)
+                    await self._load_locked()
+        assert self.scorer is not None
+        return self.scorer
 
     async def _load_locked(self) -> None:
         self.state = "loading"
         started = time.perf_counter()
+        rss_before = resident_bytes()
         force_offline()
         try:
             scorer = await asyncio.to_thread(load_scorer, self.settings)
@@ -127,24 +160,46 @@ class Engine:
             self.state, self.error = "error", f"{type(exc).__name__}: {exc}"
             raise ModelUnavailable(self.error) from exc
         self.load_s = time.perf_counter() - started
+        self.memory_bytes = max(0, resident_bytes() - rss_before)
         self._budget = BatchBudget.for_scorer(self.settings, scorer.info)
         scheduler_type = MicroBatcher if self.settings.scheduler == "batched" else SerialScheduler
-        self._scheduler = scheduler_type(scorer, self._budget, self.settings.max_queued_pairs, self.metrics)
+        self._scheduler = scheduler_type(
+            scorer, self._budget, self.settings.max_queued_pairs, self.metrics, self._compute
+        )
         self.scorer, self.state, self.error = scorer, "ready", None
         self.metrics.model_load_seconds.set(self.load_s)
         self.metrics.model_loaded.set(1)
         self.metrics.model_loads.inc()
 
-    async def ensure_loaded(self) -> Scorer:
-        if self.state != "ready":
-            async with self._load_lock:
-                if self.state != "ready":
-                    await self._load_locked()
-        assert self.scorer is not None
-        return self.scorer
+    async def unload(self) -> bool:
+        """Releases the model unless a request is using it; True when it was unloaded.
+
+        A request that arrives meanwhile waits on the load lock, then loads the model again.
+        """
+        if self.state != "ready" or self.busy:
+            return False
+        async with self._load_lock:
+            if self.state != "ready" or self.busy:
+                return False
+            self.state = "unloading"
+            scheduler, scorer = self._scheduler, self.scorer
+            self._scheduler = self.scorer = self._budget = None
+            await asyncio.to_thread(release_model, scheduler, scorer)
+            self.state, self.memory_bytes = "idle", None
+            self.metrics.model_loaded.set(0)
+            self.metrics.model_unloads.inc()
+        return True
 
     async def rerank(self, job: RerankJob, use_cache: bool = True) -> RerankOutcome:
         """Scores every document of `job`; cancelling the caller drops its queued pairs."""
+        self._active += 1
+        try:
+            return await self._rerank(job, use_cache)
+        finally:
+            self._active -= 1
+            self.last_used = time.monotonic()
+
+    async def _rerank(self, job: RerankJob, use_cache: bool) -> RerankOutcome:
         scorer = await self.ensure_loaded()
         long_docs = "truncate" if job.refuse_overlong else job.long_docs or self.settings.long_docs
         max_chunks = job.max_chunks or self.settings.max_chunks_per_doc
@@ -209,6 +264,7 @@ class Engine:
         """Scores every window of every document in one submission; a document keeps its best window."""
         assert self._scheduler is not None
         windows = [window for document in documents for window in document.windows]
+        self._compute.check_room(len(windows))
         try:
             async with asyncio.timeout(self.settings.request_timeout_s):
                 raw = await self._scheduler.score(windows)
@@ -236,3 +292,22 @@ class Engine:
             self._scheduler.stop()
         if self.scorer is not None:
             self.scorer.close()
+
+
+def release_model(scheduler: Scheduler | None, scorer: Scorer | None) -> None:
+    """Stops the scheduler's worker, closes the scorer, and hands the freed memory back to the OS where it can."""
+    if scheduler is not None:
+        scheduler.stop()
+    if scorer is not None:
+        scorer.close()
+    del scheduler, scorer
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        # glibc keeps freed heap pages for reuse; malloc_trim returns them, so RSS falls after an unload.
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def resident_bytes() -> int:
+    """This process's resident memory."""
+    return psutil.Process().memory_info().rss

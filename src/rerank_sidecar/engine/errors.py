@@ -47,3 +47,16 @@ class DocumentTooLong(ValueError):
 
 class SchedulerStopped(RuntimeError):
     """The sidecar is shutting down and accepts no new work."""
+
+
+class UnknownModel(LookupError):
+    """A request named a model this sidecar does not list; the message lists what it serves."""
+
+    def __init__(self, requested: str, served: list[tuple[str, list[str]]]) -> None:
+        listing = ", ".join(
+            f"{name!r}" + (f" (aliases: {', '.join(aliases)})" if aliases else "") for name, aliases in served
+        )
+        super().__init__(
+            f"model {requested!r} is not served here; this sidecar serves {listing} "
+            "(add it to RERANK_MODELS, or a name to RERANK_MODEL_ALIASES)"
+        )

@@ -9,8 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..metrics import Metrics
+from ..metrics import ModelMetrics
 from ..models.base import EncodedPair, Scorer
+from .compute import SharedCompute
 from .errors import QueueFull, RequestTooLarge, SchedulerStopped
 from .scheduler import BatchBudget, retry_after_seconds
 
@@ -18,8 +19,17 @@ from .scheduler import BatchBudget, retry_after_seconds
 class SerialScheduler:
     """One asyncio.Lock around the model: a request waits for every request before it to finish."""
 
-    def __init__(self, scorer: Scorer, budget: BatchBudget, max_queued_pairs: int, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        scorer: Scorer,
+        budget: BatchBudget,
+        max_queued_pairs: int,
+        metrics: ModelMetrics,
+        compute: SharedCompute | None = None,
+    ) -> None:
+        """`compute` is shared with the other loaded models' schedulers (None: a model alone)."""
         self._scorer = scorer
+        self._compute = compute or SharedCompute(max_queued_pairs)
         self._budget = budget
         self._max_queued = max_queued_pairs
         self._metrics = metrics
@@ -63,8 +73,9 @@ class SerialScheduler:
         """Scores one request in length-sorted batches within the budget."""
         scores = np.zeros(len(pairs), dtype=np.float64)
         for chunk in self._budget.plan([pair.cost for pair in pairs]):
-            started = time.perf_counter()
-            scores[chunk] = self._scorer.score_batch([pairs[i] for i in chunk])
+            with self._compute.turn():
+                started = time.perf_counter()
+                scores[chunk] = self._scorer.score_batch([pairs[i] for i in chunk])
             self._metrics.batch_seconds.observe(time.perf_counter() - started)
             self._metrics.batch_pairs.observe(len(chunk))
             self._metrics.batch_requests.observe(1)
