@@ -90,8 +90,10 @@ class LoadReport(BaseModel):
 class _Traffic:
     """Sends one workload's requests and keeps their latencies."""
 
-    def __init__(self, client: httpx.AsyncClient, passages: Sequence[str], queries: Sequence[str]) -> None:
+    def __init__(self, client: httpx.AsyncClient, passages: Sequence[str], queries: Sequence[str],
+                 model: str | None = None) -> None:
         self.client = client
+        self.model = model
         self.passages = passages
         self.queries = itertools.cycle(queries)
         self.offset = itertools.count()
@@ -102,6 +104,8 @@ class _Traffic:
 
     async def send(self, n: int) -> tuple[int, float]:
         payload = {"query": next(self.queries), "documents": self._documents(n)}
+        if self.model is not None:
+            payload["model"] = self.model
         started = time.perf_counter()
         response = await self.client.post("/rerank", json=payload)
         if response.status_code == 503:
@@ -111,11 +115,12 @@ class _Traffic:
         return response.status_code, time.perf_counter() - started
 
 
-async def _run_workload(url: str, workload: Workload, passages: Sequence[str], queries: Sequence[str],
-                        max_seconds: float, progress: Progress, configuration: str) -> LoadResult:
+async def run_workload(url: str, workload: Workload, passages: Sequence[str], queries: Sequence[str],
+                        max_seconds: float, progress: Progress, configuration: str,
+                        model: str | None = None) -> LoadResult:
     limits = httpx.Limits(max_connections=workload.concurrency + 2)
     async with httpx.AsyncClient(base_url=url, timeout=max_seconds + 60, limits=limits) as client:
-        traffic = _Traffic(client, passages, queries)
+        traffic = _Traffic(client, passages, queries, model)
         latencies: list[float] = []
         rejected = 0
         big_done = 0
@@ -160,7 +165,8 @@ async def _run_workload(url: str, workload: Workload, passages: Sequence[str], q
     )
 
 
-async def _warm_up(url: str, workloads: Sequence[Workload], passages: Sequence[str], queries: Sequence[str]) -> None:
+async def warm_up(url: str, workloads: Sequence[Workload], passages: Sequence[str], queries: Sequence[str],
+                   model: str | None = None) -> None:
     """One untimed burst of each workload's requests (all its clients at once, big requests left out).
 
     A fresh server pays once for its first batches of each shape (memory to allocate, and on a GPU
@@ -168,7 +174,7 @@ async def _warm_up(url: str, workloads: Sequence[Workload], passages: Sequence[s
     H200, W1's p99 was 2.5 s on a fresh sidecar and 0.4 s on the same sidecar a run later.
     """
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
-        traffic = _Traffic(client, passages, queries)
+        traffic = _Traffic(client, passages, queries, model)
         for workload in workloads:
             await asyncio.gather(*(traffic.send(workload.documents) for _ in range(workload.concurrency)))
 
@@ -240,10 +246,10 @@ def run_load(args: argparse.Namespace) -> LoadReport:
                 servers = [(name, stack.enter_context(bench_server(settings, timeout_s, ray_replicas=replicas)))
                            for name, settings, replicas, timeout_s in group]
                 for _, server in servers:
-                    asyncio.run(_warm_up(server.url, workloads, passages, queries))
+                    asyncio.run(warm_up(server.url, workloads, passages, queries))
                 for workload in workloads:  # the configurations take turns, so drift of the machine hits each alike
                     for name, server in servers:
-                        results.append(asyncio.run(_run_workload(
+                        results.append(asyncio.run(run_workload(
                             server.url, workload, passages, queries, args.max_seconds, progress, name)))
     ceiling = in_process_ceiling(base, passages[: args.ceiling_pairs], queries[0]) if args.ceiling_pairs else None
     return LoadReport(model=args.model, backend=args.backend, results=results,

@@ -12,6 +12,8 @@ from pathlib import Path
 from .backends import BackendsReport
 from .load import LoadReport, comparisons
 from .memory import MemoryReport
+from .multimodel import ModelsLoadReport
+from .multimodel import comparisons as models_comparisons
 from .quality import QualityReport
 
 # File names `scripts/bench.sh` writes into the results directory.
@@ -22,6 +24,7 @@ RESULT_FILES = {
     "sweep": "sweep.json",
     "ray": "ray.json",
     "memory": "memory.json",
+    "models_load": "models-load.json",
 }
 SWEEP_PLOT = "sweep.png"
 
@@ -98,6 +101,17 @@ def _load(report: LoadReport, title: str) -> list[str]:
     return lines + [f"- {line}" for line in comparisons(report)] + [""]
 
 
+def _models_load(report: ModelsLoadReport) -> list[str]:
+    lines = [f"## Two models in one sidecar under load (`bench models`): {' + '.join(report.models)}", "",
+             "W2's 5-document requests: half the clients ask for each model of one sidecar at once (`together`); "
+             "each model alone gets all of W2 on a sidecar of its own (`alone`).", ""]
+    lines += _table(["config", "clients", "docs", "ok", "503", "pairs/s", "p50 ms", "p99 ms"],
+                    [[r.configuration, str(r.concurrency), str(r.documents), str(r.requests), str(r.rejected),
+                      f"{r.pairs_per_s:.1f}", f"{r.p50_ms:.0f}", f"{r.p99_ms:.0f}"]
+                     for r in [*report.together, *report.alone]])
+    return lines + [f"- {line.strip()}" for line in models_comparisons(report)] + [""]
+
+
 def _memory(report: MemoryReport) -> list[str]:
     lines = [f"## Memory: one sidecar vs N in-process copies (`{report.model}`)", "",
              "Sidecar rows: the sidecar plus N thin HTTP client processes. In-process rows: N processes that each "
@@ -129,6 +143,7 @@ def render(results: Path, plot_link: str | None) -> str:
         "sweep": lambda text: _load(LoadReport.model_validate_json(text), "Concurrency sweep"),
         "ray": lambda text: _load(LoadReport.model_validate_json(text), "Ray Serve: 1 and 2 replicas"),
         "memory": lambda text: _memory(MemoryReport.model_validate_json(text)),
+        "models_load": lambda text: _models_load(ModelsLoadReport.model_validate_json(text)),
     }
     for name, file_name in RESULT_FILES.items():
         path = results / file_name

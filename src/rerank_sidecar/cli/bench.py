@@ -16,6 +16,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "load",
     "quality",
     "memory",
+    "multimodel",
     "report",
 )
 
