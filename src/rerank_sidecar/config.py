@@ -50,7 +50,13 @@ class Settings(BaseSettings):
     max_length: int = Field(512, ge=16, description="Longest tokenized pair the model sees.")
     instruction: str = Field(DEFAULT_QWEN3_INSTRUCTION, description="Default Qwen3-Reranker instruction.")
     long_docs: Literal["truncate", "chunk"] = Field("truncate", description="What to do with over-long documents.")
-    max_chunks_per_doc: int = Field(8, ge=1, description="Cap on windows per document in chunk mode.")
+    max_chunks_per_doc: int = Field(
+        8, ge=1, description="Cap on windows per document in chunk mode, counted in model-length windows."
+    )
+    chunk_tokens: int = Field(
+        0, ge=0, description="Window length in chunk mode (tokens); 0: a sentence (24) for bi-encoders, the "
+        "model's length for cross-encoders and Qwen3.",
+    )
     threads: int = Field(0, ge=0, description="Intra-op threads for inference; 0 = the cores available.")
 
     # --- engine ---
