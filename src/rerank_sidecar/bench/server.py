@@ -41,17 +41,30 @@ def bench_server(settings: Mapping[str, str], ready_timeout_s: float = 120.0,
     With `ray_replicas`, it serves on that many Ray Serve replicas of a local Ray instance (`serve --ray`).
     """
     ray_args = ["--ray", "--replicas", str(ray_replicas)] if ray_replicas else []
-    port = _free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="rerank-bench-"))
     env = {key: value for key, value in os.environ.items() if not key.startswith("RERANK_")}
     env.update({f"RERANK_{key.upper()}": value for key, value in settings.items()})
+    with _serving(["-m", "rerank_sidecar.cli", "serve", "--log-level", "warning", *ray_args], env,
+                  ready_timeout_s) as server:
+        yield server
+
+
+@contextmanager
+def onelock_server(model_dir: str, threads: int, ready_timeout_s: float = 120.0) -> Iterator[BenchServer]:
+    """Starts the one-lock baseline (bench/onelock.py) on `model_dir`, yields it, and stops it."""
+    argv = ["-m", "rerank_sidecar.bench.onelock", "--model", model_dir, "--threads", str(threads)]
+    with _serving(argv, dict(os.environ), ready_timeout_s) as server:
+        yield server
+
+
+@contextmanager
+def _serving(argv: list[str], env: dict[str, str], ready_timeout_s: float) -> Iterator[BenchServer]:
+    """Runs `python argv --host 127.0.0.1 --port <free>` until the block ends; its output goes to a temp file."""
+    port = _free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="rerank-bench-"))
     env.setdefault("RERANK_LOG_PATH", str(workdir / "requests.jsonl"))
     output = (workdir / "server.out").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rerank_sidecar.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning", *ray_args],
-        env=env, stdout=output, stderr=subprocess.STDOUT,
-    )
+    process = subprocess.Popen([sys.executable, *argv, "--host", "127.0.0.1", "--port", str(port)],
+                               env=env, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, process, ready_timeout_s, workdir / "server.out")
