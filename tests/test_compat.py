@@ -26,8 +26,8 @@ DOCUMENTS = [
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The embedded model with one alias and a small document limit (so limit errors are cheap to provoke).
 
-    It runs on fp32 torch, so /rerank/batch can equal separate calls to 1e-6 (the CPU default, onnx
-    int8, holds a pair's score to 1e-4 whatever its batch-mates, not to 1e-6 across precisions).
+    It runs on fp32 torch: /rerank/batch is held to equal separate calls to 1e-6, a bound set for fp32
+    (the CPU default, onnx int8, is held batch-independent to 1e-4).
     """
     workdir = tmp_path_factory.mktemp("compat")
     settings = {"model_aliases": ALIAS, "max_documents": str(MAX_DOCUMENTS), "backend": "torch"}

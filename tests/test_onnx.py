@@ -191,13 +191,14 @@ def test_minilm_cross_encoder_builder_is_deterministic(tmp_path: Path) -> None:
 
 
 def test_default_server_on_cpu_serves_onnx_from_the_cache(sidecar_factory, onnx_cache: Path) -> None:
-    exported = scorer_for("", onnx_cache, "onnx").info.details["onnx_file"]
+    exported = scorer_for("", onnx_cache, "onnx", "int8").info.details["onnx_file"]
     server = sidecar_factory(cache_dir=str(onnx_cache))
     with server.client() as client:
         warm = client.post("/warmup").json()
         health = client.get("/health").json()
         answer = client.post("/rerank", json={"query": "red fruit", "documents": ["an apple", "quarks"]})
     assert (warm["backend"], warm["device"], warm["family"]) == ("onnx", "cpu", "bi-encoder")
+    assert (health["dtype"], warm["details"]["quantize"]) == ("int8", "int8")  # RERANK_QUANTIZE=auto
     assert warm["details"]["onnx_cache_hit"] == "true"
     assert warm["details"]["onnx_file"] == exported
     assert health["details"] == warm["details"]

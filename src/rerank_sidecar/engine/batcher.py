@@ -215,9 +215,9 @@ class MicroBatcher:
     def _form_batch(self) -> list[_Slot]:
         """The round's next batch; or, when requests arrived while others were being scored, theirs.
 
-        A request that arrives while a round is in progress does not wait for the round: its pairs
-        (up to half a batch, fewest-left requests first) go into the next batch formed, topped up
-        with the round's pairs that pad least, so the round keeps moving too.
+        A request that arrives while a round is in progress does not wait for the round: it goes
+        into the next batch formed (whole requests, fewest pairs first, up to half a batch), topped
+        up with the round's pairs that pad least, so the round keeps moving too.
         """
         newcomers = [job for job in self._jobs if job.cursor == 0]
         busy = bool(self._round) or any(job.cursor > 0 for job in self._jobs)
@@ -230,11 +230,17 @@ class MicroBatcher:
         return express + self._top_up(express)
 
     def _take_newcomers(self, newcomers: list[_Job]) -> list[_Slot]:
-        """Up to half a batch of the newly arrived requests' pairs, the requests with the fewest pairs first."""
+        """Newly arrived requests whole, fewest pairs first, while they fit in half a batch; or, when not
+        even the first fits, half a batch of it. A request split here would wait for the round for its rest."""
         half = BatchBudget(max(1, self._budget.max_tokens // 2), max(1, self._budget.max_pairs // 2))
         slots: list[_Slot] = []
         longest = 0
         for job in sorted(newcomers, key=lambda job: len(job.pairs)):
+            fits = len(slots) + len(job.pairs) <= half.max_pairs and (
+                max(longest, job.pairs[job.order[0]].cost) * (len(slots) + len(job.pairs)) <= half.max_tokens
+            )
+            if not fits and slots:
+                break
             while job.unscheduled and half.admits(len(slots), longest, job.pairs[job.order[job.cursor]].cost):
                 slots.append(job.take())
                 longest = max(longest, job.pairs[slots[-1][1]].cost)
