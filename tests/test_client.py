@@ -46,8 +46,7 @@ QUICK = RetryPolicy(attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05)
 def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The embedded model on the float32 torch backend, whose scores do not depend on what shares a batch.
 
-    (int8 ONNX quantizes activations per batch, so the same pair can score slightly differently when
-    the micro-batcher groups it with other pairs; comparing routes needs batch-independent scores.)
+    (Comparing routes to 1e-6 needs fp32: the CPU default, int8 ONNX, is held batch-independent to 1e-4.)
     """
     workdir = tmp_path_factory.mktemp("client-sidecar")
     server = start_server(workdir, sidecar_env(workdir, backend="torch"))

@@ -179,6 +179,48 @@ def test_small_request_does_not_wait_behind_a_big_one(
     assert total - answered >= 100, (arrived, answered, total)
 
 
+def test_small_request_arriving_mid_round_is_answered_within_two_forward_passes(
+    recording: RecordingScorer, trec_dir
+) -> None:
+    """A 1,000-document request is being scored (CPU budget: rounds of up to 8 batches); a 5-document
+    request that arrives during its fourth batch is scored whole in the fifth, the next one formed."""
+    from rerank_sidecar.bench.trec import load_benchmark
+
+    documents = [candidate.text for topic in load_benchmark(trec_dir).topics[:10] for candidate in topic.candidates]
+    big = pairs_for(recording, "history of rome", documents[:1000])
+    small = pairs_for(recording, "how do vaccines work", documents[1000:1005] or documents[:5])
+    assert (len(big), len(small)) == (1000, 5)
+    batcher = MicroBatcher(recording, BatchBudget(2048, 64), 5000, Metrics().for_model("test"))
+    in_fourth_batch, small_queued = threading.Event(), threading.Event()
+
+    def hold_the_fourth_batch(number: int) -> None:
+        if number == 3:
+            in_fourth_batch.set()
+            small_queued.wait(30)
+
+    recording.before_batch = hold_the_fourth_batch
+
+    async def run() -> None:
+        big_task = asyncio.ensure_future(batcher.score(big))
+        await asyncio.get_running_loop().run_in_executor(None, in_fourth_batch.wait, 30)
+        small_task = asyncio.ensure_future(batcher.score(small))
+        await asyncio.sleep(0.05)  # the small request is queued while the fourth batch is in progress
+        small_queued.set()
+        await small_task
+        big_task.cancel()
+        await asyncio.gather(big_task, return_exceptions=True)
+
+    try:
+        asyncio.run(run())
+    finally:
+        small_queued.set()
+        batcher.stop()
+    holding_small = [number for number, batch in enumerate(recording.batches)
+                     if any(pair.query_ids == small[0].query_ids for pair in batch)]
+    assert holding_small == [4], holding_small  # the fourth batch (number 3), then its own: two passes
+    assert sum(pair.query_ids == big[0].query_ids for pair in recording.batches[4]) > 0, "the big one keeps moving"
+
+
 def test_queue_bound_refuses_with_retry_after(recording: RecordingScorer, passages: list[str]) -> None:
     scheduler = MicroBatcher(recording, BatchBudget(4096, 16), 50, Metrics().for_model("test"))
     try:

@@ -6,6 +6,7 @@ of words that are one token each, so a window decoded to text tokenizes back to 
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +23,8 @@ PASSAGE = "water will boil when the temperature reaches one hundred degrees at s
 FILLER = "river mountain table window garden yellow music paper house street chair orange forest letter".split()
 DOCUMENT_WORDS = 4000
 MAX_CHUNKS = 8  # RERANK_MAX_CHUNKS_PER_DOC's default
-# Exact (1e-6) comparisons need scores that do not depend on their batch mates. The CPU default,
-# onnx int8, quantizes activations per batch, which moves a score by ~1e-3 with the batch; torch does not.
+NEEDLE_DOCUMENT_WORDS = 2000
+# Exact (1e-6) comparisons: fp32 torch. (The CPU default, onnx int8, is batch-independent to 1e-4.)
 EXACT_BACKEND = "torch"
 
 
@@ -41,7 +42,8 @@ def window_tokens() -> int:
 
 def module_server(tmp_path_factory: pytest.TempPathFactory, long_docs: str) -> Iterator[LiveServer]:
     workdir = tmp_path_factory.mktemp(long_docs)
-    live = start_server(workdir, sidecar_env(workdir, long_docs=long_docs, backend=EXACT_BACKEND))
+    # Model-length windows (256 tokens) in chunk mode: the windows these tests cut as references.
+    live = start_server(workdir, sidecar_env(workdir, long_docs=long_docs, backend=EXACT_BACKEND, chunk_tokens="256"))
     yield live
     live.stop()
 
@@ -141,3 +143,34 @@ def test_v2_max_tokens_per_doc_cuts_before_scoring(truncate_server, chunk_server
 
     chunked = rerank(chunk_server, [early], route="/v2/rerank", max_tokens_per_doc=800)
     assert chunked["results"][0]["relevance_score"] == pytest.approx(max(alone[1:]), abs=1e-6)
+
+
+def needle_document(filler_words: list[str]) -> str:
+    """2,000 filler words with the answer sentence in the middle."""
+    words = list(itertools.islice(itertools.cycle(filler_words), NEEDLE_DOCUMENT_WORDS))
+    words[NEEDLE_DOCUMENT_WORDS // 2 : NEEDLE_DOCUMENT_WORDS // 2] = PASSAGE.split()
+    return " ".join(words)
+
+
+def test_chunk_mode_finds_one_answer_sentence_in_a_long_document(builtin_sidecar, tokenizer, trec_dir) -> None:
+    """Default settings (embedded model, sentence-sized chunk windows): chunk mode (v1's
+    max_chunks_per_doc) scores a buried answer sentence at least half of what it scores alone."""
+    from rerank_sidecar.bench.trec import load_benchmark
+
+    passages = " ".join(candidate.text for topic in load_benchmark(trec_dir).topics[5:7] for candidate in topic.candidates)
+    documents = [needle_document(FILLER), needle_document(passages.split())]
+    with builtin_sidecar.client() as client:
+        alone = client.post("/rerank", json={"query": QUERY, "documents": [PASSAGE]}).json()["scores"][0]
+        chunked = client.post("/v1/rerank", json={"query": QUERY, "documents": documents,
+                                                  "max_chunks_per_doc": MAX_CHUNKS}).json()
+        truncated = client.post("/rerank", json={"query": QUERY, "documents": documents}).json()
+        first_windows = [tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:254])
+                         for text in documents]
+        first_alone = client.post("/rerank", json={"query": QUERY, "documents": first_windows}).json()
+    scores = {result["index"]: result["relevance_score"] for result in chunked["results"]}
+    assert alone > 0.3
+    assert min(scores.values()) >= 0.5 * alone, (scores, alone)
+    # Truncate mode still scores the first model-length window (254 tokens and the two special ones).
+    assert truncated["truncated"] == [0, 1]
+    assert truncated["scores"] == pytest.approx(first_alone["scores"], abs=1e-4)
+    assert max(truncated["scores"]) < 0.2 * alone

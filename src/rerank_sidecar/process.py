@@ -1,11 +1,14 @@
-"""A `rerank-sidecar serve` subprocess, started and waited for until it answers: for `ensure`, benchmarks and tests."""
+"""A `rerank-sidecar serve` subprocess (or a benchmark baseline server), started and waited for until it answers.
+
+The one way `ensure`, the benchmarks and the tests start servers.
+"""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -43,8 +46,22 @@ def spawn_sidecar(
     detach: bool = False,
 ) -> subprocess.Popen:
     """Starts `serve` on host:port with stdout and stderr appended to `output`; `detach` puts it in its own session."""
-    command = [sys.executable, "-m", "rerank_sidecar.cli", "serve", "--host", host, "--port", str(port),
-               "--log-level", log_level, *extra_args]
+    serve = ["-m", "rerank_sidecar.cli", "serve", "--log-level", log_level, *extra_args]
+    return spawn_server(serve, host, port, output, env=env, cwd=cwd, detach=detach)
+
+
+def spawn_server(
+    argv: Sequence[str],
+    host: str,
+    port: int,
+    output: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    detach: bool = False,
+) -> subprocess.Popen:
+    """Starts `python argv --host host --port port` (a sidecar, or a benchmark's baseline server) logging to `output`."""
+    command = [sys.executable, *argv, "--host", host, "--port", str(port)]
     with output.open("ab") as sink:
         return subprocess.Popen(
             command, env=dict(env) if env is not None else None, cwd=cwd, stdin=subprocess.DEVNULL,
@@ -55,12 +72,32 @@ def spawn_sidecar(
 def wait_until_healthy(
     url: str, process: subprocess.Popen, timeout_s: float, output: Path, *, own_pid: bool = True
 ) -> HealthResponse:
-    """The server's /health once it answers 200 (from `process` itself, when `own_pid`).
+    """The sidecar's /health once it answers 200 (from `process` itself, when `own_pid`).
 
     Raises SidecarExited when the process ends first, and SidecarStartTimeout (after killing it)
     when `timeout_s` passes. A Ray proxy answers from another process, and non-200 until the app
     behind it is deployed: pass `own_pid=False` there.
     """
+    health: HealthResponse | None = None
+
+    def ready(response: httpx.Response) -> bool:
+        nonlocal health
+        health = _sidecar_health(response)
+        return health is not None and (not own_pid or health.pid == process.pid)
+
+    wait_until_answering(url, process, timeout_s, output, ready)
+    assert health is not None
+    return health
+
+
+def wait_until_answering(
+    url: str,
+    process: subprocess.Popen,
+    timeout_s: float,
+    output: Path,
+    ready: Callable[[httpx.Response], bool] = lambda response: response.status_code == 200,
+) -> httpx.Response:
+    """The server's first /health answer that `ready` accepts; SidecarExited or SidecarStartTimeout otherwise."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -68,9 +105,12 @@ def wait_until_healthy(
                 f"the sidecar exited with status {process.returncode} before answering on {url}; "
                 f"the end of {output}:\n{output_tail(output)}"
             )
-        health = _health_or_none(url)
-        if health is not None and (not own_pid or health.pid == process.pid):
-            return health
+        try:
+            response = httpx.get(f"{url}/health", timeout=PROBE_TIMEOUT_S)
+        except httpx.TransportError:
+            response = None
+        if response is not None and ready(response):
+            return response
         time.sleep(POLL_INTERVAL_S)
     process.kill()
     process.wait(KILL_WAIT_S)
@@ -80,12 +120,8 @@ def wait_until_healthy(
     )
 
 
-def _health_or_none(url: str) -> HealthResponse | None:
-    """/health of a server that may still be starting: None until it answers 200 with a sidecar's health."""
-    try:
-        response = httpx.get(f"{url}/health", timeout=PROBE_TIMEOUT_S)
-    except httpx.TransportError:
-        return None
+def _sidecar_health(response: httpx.Response) -> HealthResponse | None:
+    """A sidecar's health from a 200 /health answer; None for anything else (still starting, or not a sidecar)."""
     if response.status_code != 200:
         return None
     try:

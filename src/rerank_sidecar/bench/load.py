@@ -19,10 +19,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .server import bench_server
+from .server import bench_server, onelock_server
 from .trec import default_data_dir, load_benchmark
 
 console = Console()
+# The configuration name of the seed's design (bench/onelock.py) in results and ratios.
+ONE_LOCK = "one-lock"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,7 @@ class LoadReport(BaseModel):
 
     model: str = Field(description="Model the sidecars served.")
     backend: str = Field(description="RERANK_BACKEND of the sidecars.")
+    quantize: str = Field("auto", description="RERANK_QUANTIZE of the sidecars.")
     results: list[LoadResult] = Field(description="One row per configuration and workload.")
     ceiling_pairs_per_s: float | None = Field(None, description="In-process pairs/s of the best batch layout.")
     ceiling_layout: str | None = Field(
@@ -211,9 +214,9 @@ def in_process_ceiling(settings_env: dict[str, str], passages: Sequence[str], qu
     return round(best[0], 2), best[1]
 
 
-def model_settings(model: str, backend: str, cache_dir: Path) -> dict[str, str]:
+def model_settings(model: str, backend: str, cache_dir: Path, quantize: str = "auto") -> dict[str, str]:
     """RERANK_* settings serving `model`: builtin, minilm-cross-encoder (built offline), or a path/hub id."""
-    settings = {"backend": backend, "cache_dir": str(cache_dir)}
+    settings = {"backend": backend, "cache_dir": str(cache_dir), "quantize": quantize}
     if model == "minilm-cross-encoder":
         from .stand_ins import build_minilm_cross_encoder
 
@@ -233,7 +236,7 @@ def run_load(args: argparse.Namespace) -> LoadReport:
     passages = [candidate.text for topic in benchmark.topics for candidate in topic.candidates]
     queries = [topic.query for topic in benchmark.topics]
     cache_dir = Path(args.cache_dir or user_cache_dir("rerank-sidecar"))
-    base = model_settings(args.model, args.backend, cache_dir)
+    base = model_settings(args.model, args.backend, cache_dir, args.quantize)
     if args.sweep:
         workloads = sweep_workloads([int(c) for c in args.sweep.split(",")], args.sweep_documents, args.sweep_requests)
     else:
@@ -245,6 +248,11 @@ def run_load(args: argparse.Namespace) -> LoadReport:
             with ExitStack() as stack:
                 servers = [(name, stack.enter_context(bench_server(settings, timeout_s, ray_replicas=replicas)))
                            for name, settings, replicas, timeout_s in group]
+                if args.one_lock and not args.ray_replicas:
+                    if "model_name" not in base:
+                        raise SystemExit("--one-lock needs a cross-encoder model (sentence-transformers CrossEncoder)")
+                    # Threads as the sidecars have them: the library's default, every core.
+                    servers.append((ONE_LOCK, stack.enter_context(onelock_server(base["model_name"], threads=0))))
                 for _, server in servers:
                     asyncio.run(warm_up(server.url, workloads, passages, queries))
                 for workload in workloads:  # the configurations take turns, so drift of the machine hits each alike
@@ -252,7 +260,7 @@ def run_load(args: argparse.Namespace) -> LoadReport:
                         results.append(asyncio.run(run_workload(
                             server.url, workload, passages, queries, args.max_seconds, progress, name)))
     ceiling = in_process_ceiling(base, passages[: args.ceiling_pairs], queries[0]) if args.ceiling_pairs else None
-    return LoadReport(model=args.model, backend=args.backend, results=results,
+    return LoadReport(model=args.model, backend=args.backend, quantize=args.quantize, results=results,
                       ceiling_pairs_per_s=ceiling[0] if ceiling else None, ceiling_layout=ceiling[1] if ceiling else None,
                       ray_replica_cpus=args.ray_replica_cpus if args.ray_replicas else None)
 
@@ -298,6 +306,14 @@ def comparisons(report: LoadReport) -> list[str]:
         if batched and serial:
             lines.append(f"{workload}: throughput batched/serial {batched.pairs_per_s / serial.pairs_per_s:.2f}x, "
                          f"p99 batched/serial {batched.p99_ms / serial.p99_ms:.2f}x")
+        one_lock = by_key.get((ONE_LOCK, workload))
+        if batched and one_lock:
+            lines.append(f"{workload}: throughput batched/one-lock {batched.pairs_per_s / one_lock.pairs_per_s:.2f}x, "
+                         f"p99 batched/one-lock {batched.p99_ms / one_lock.p99_ms:.2f}x")
+        if batched and workload == "W2":
+            little = batched.concurrency * batched.documents / batched.pairs_per_s * 1000
+            lines.append(f"W2: p99 / Little's-law mean ({batched.concurrency * batched.documents} pairs in flight / "
+                         f"pairs/s = {little:.0f} ms) {batched.p99_ms / little:.2f}x")
         if batched and report.ceiling_pairs_per_s:
             lines.append(f"{workload}: batched / in-process ceiling {batched.pairs_per_s / report.ceiling_pairs_per_s:.2f}x")
     for r in report.results:
@@ -333,7 +349,11 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default="minilm-cross-encoder",
                         help="builtin, minilm-cross-encoder (MiniLM-L6-shaped, built offline), or a model path/id")
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    parser.add_argument("--quantize", default="auto", choices=["auto", "none", "int8"], help="RERANK_QUANTIZE")
     parser.add_argument("--schedulers", default="batched,serial", help="comma-separated: batched,serial")
+    parser.add_argument("--one-lock", action="store_true",
+                        help="also run the seed's design (FastAPI + one asyncio.Lock + sentence-transformers "
+                             "CrossEncoder, bench/onelock.py) on the same cross-encoder, side by side")
     parser.add_argument("--workloads", default="W1,W2,W3", help="comma-separated subset of W1,W2,W3")
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every workload's request count")
     parser.add_argument("--sweep", help="comma-separated concurrencies (e.g. 1,2,4,8,16,32): run a sweep instead")

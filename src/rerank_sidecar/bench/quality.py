@@ -58,8 +58,9 @@ def score_via_sidecar(url: str, benchmark: Benchmark, timeout_s: float = 600.0) 
     return scores, model
 
 
-def score_in_process(benchmark: Benchmark) -> dict[str, np.ndarray]:
-    """Raw scores from the configured model loaded in this process (same settings as a sidecar would use)."""
+def score_in_process(benchmark: Benchmark, **overrides: str) -> dict[str, np.ndarray]:
+    """Raw scores from the configured model loaded in this process (same settings as a sidecar would use,
+    less any `overrides`, e.g. quantize="none")."""
     from ..config import Settings
     from ..engine.scheduler import BatchBudget
     from ..models.registry import load_scorer
@@ -67,7 +68,7 @@ def score_in_process(benchmark: Benchmark) -> dict[str, np.ndarray]:
     from .inprocess import score_benchmark
 
     force_offline()
-    settings = Settings()
+    settings = Settings(**overrides)
     scorer = load_scorer(settings)
     try:
         return score_benchmark(scorer, benchmark, BatchBudget.for_scorer(settings, scorer.info))

@@ -23,6 +23,9 @@ RESULT_FILES = {
     "load": "load.json",
     "sweep": "sweep.json",
     "ray": "ray.json",
+    "ab": "ab.json",
+    "builtin": "builtin.json",
+    "builtin-int8": "builtin-int8.json",
     "memory": "memory.json",
     "models_load": "models-load.json",
 }
@@ -90,7 +93,7 @@ def _quality_sentence(report: BackendsReport) -> str:
 
 
 def _load(report: LoadReport, title: str) -> list[str]:
-    lines = [f"## {title}: `{report.model}`, backend {report.backend}", ""]
+    lines = [f"## {title}: `{report.model}`, backend {report.backend}, quantize {report.quantize}", ""]
     lines += _table(["scheduler", "workload", "clients", "docs/req", "ok", "503", "pairs/s", "req/s", "p50 ms",
                      "p95 ms", "p99 ms"],
                     [[r.configuration, r.workload, str(r.concurrency), str(r.documents), str(r.requests),
@@ -110,6 +113,17 @@ def _models_load(report: ModelsLoadReport) -> list[str]:
                       f"{r.pairs_per_s:.1f}", f"{r.p50_ms:.0f}", f"{r.p99_ms:.0f}"]
                      for r in [*report.together, *report.alone]])
     return lines + [f"- {line.strip()}" for line in models_comparisons(report)] + [""]
+
+
+def _default_vs_int8(results: Path) -> list[str]:
+    """Pairs/s of the embedded default with default settings over its figure with RERANK_QUANTIZE=int8."""
+    default_file = results / RESULT_FILES["builtin"]
+    if not default_file.is_file():
+        return []
+    default = {r.workload: r for r in LoadReport.model_validate_json(default_file.read_text()).results}
+    int8 = LoadReport.model_validate_json((results / RESULT_FILES["builtin-int8"]).read_text()).results
+    return [f"- {r.workload}: default settings / int8 {default[r.workload].pairs_per_s / r.pairs_per_s:.2f}x"
+            for r in int8 if r.workload in default and r.configuration == default[r.workload].configuration] + [""]
 
 
 def _memory(report: MemoryReport) -> list[str]:
@@ -142,6 +156,10 @@ def render(results: Path, plot_link: str | None) -> str:
         "load": lambda text: _load(LoadReport.model_validate_json(text), "Load: W1, W2, W3"),
         "sweep": lambda text: _load(LoadReport.model_validate_json(text), "Concurrency sweep"),
         "ray": lambda text: _load(LoadReport.model_validate_json(text), "Ray Serve: 1 and 2 replicas"),
+        "ab": lambda text: _load(LoadReport.model_validate_json(text), "A/B: the sidecar against the one-lock design"),
+        "builtin": lambda text: _load(LoadReport.model_validate_json(text), "The embedded default, default settings"),
+        "builtin-int8": lambda text: _load(LoadReport.model_validate_json(text), "The embedded default, int8")
+        + _default_vs_int8(results),
         "memory": lambda text: _memory(MemoryReport.model_validate_json(text)),
         "models_load": lambda text: _models_load(ModelsLoadReport.model_validate_json(text)),
     }

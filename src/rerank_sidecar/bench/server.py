@@ -1,4 +1,4 @@
-"""A sidecar subprocess for benchmarks: loopback only, free port, always stopped."""
+"""Sidecar (and baseline) subprocesses for benchmarks: loopback only, free port, always stopped."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import signal
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from ..process import spawn_sidecar, wait_until_healthy
+from ..process import spawn_server, wait_until_answering, wait_until_healthy
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,19 +40,49 @@ def bench_server(settings: Mapping[str, str], ready_timeout_s: float = 120.0,
 
     With `ray_replicas`, it serves on that many Ray Serve replicas of a local Ray instance (`serve --ray`).
     """
-    port = _free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="rerank-bench-"))
+    ray_args = ["--ray", "--replicas", str(ray_replicas)] if ray_replicas else []
     env = {key: value for key, value in os.environ.items() if not key.startswith("RERANK_")}
     env.update({f"RERANK_{key.upper()}": value for key, value in settings.items()})
+    serve = ["-m", "rerank_sidecar.cli", "serve", "--log-level", "warning", *ray_args]
+
+    def ready(url: str, process: subprocess.Popen, output: Path) -> None:
+        wait_until_healthy(url, process, ready_timeout_s, output, own_pid=not ray_replicas)
+
+    with _serving(serve, env, ready, ready_timeout_s if warm else None) as server:
+        yield server
+
+
+@contextmanager
+def onelock_server(model_dir: str, threads: int, ready_timeout_s: float = 120.0) -> Iterator[BenchServer]:
+    """Starts the one-lock baseline (bench/onelock.py) on `model_dir`, yields it, and stops it."""
+    argv = ["-m", "rerank_sidecar.bench.onelock", "--model", model_dir, "--threads", str(threads)]
+
+    def ready(url: str, process: subprocess.Popen, output: Path) -> None:
+        wait_until_answering(url, process, ready_timeout_s, output)
+
+    with _serving(argv, dict(os.environ), ready, ready_timeout_s) as server:
+        yield server
+
+
+@contextmanager
+def _serving(
+    argv: list[str],
+    env: dict[str, str],
+    ready: Callable[[str, subprocess.Popen, Path], None],
+    warmup_timeout_s: float | None,
+) -> Iterator[BenchServer]:
+    """Runs `python argv --host 127.0.0.1 --port <free>` until the block ends, once `ready`, warmed up when a
+    `warmup_timeout_s` is given; its output goes to a temp file."""
+    port = _free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="rerank-bench-"))
     env.setdefault("RERANK_LOG_PATH", str(workdir / "requests.jsonl"))
-    ray_args = ["--ray", "--replicas", str(ray_replicas)] if ray_replicas else []
     output = workdir / "server.out"
-    process = spawn_sidecar("127.0.0.1", port, output, env=env, extra_args=ray_args)
+    process = spawn_server(argv, "127.0.0.1", port, output, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(url, process, ready_timeout_s, output, own_pid=not ray_replicas)
-        if warm:
-            httpx.post(f"{url}/warmup", timeout=ready_timeout_s).raise_for_status()
+        ready(url, process, output)
+        if warmup_timeout_s is not None:
+            httpx.post(f"{url}/warmup", timeout=warmup_timeout_s).raise_for_status()
         yield BenchServer(url, process.pid)
     finally:
         process.send_signal(signal.SIGTERM)

@@ -124,7 +124,8 @@ class MicroBatcher:
     def stop(self) -> None:
         with self._cond:
             self._stopping = True
-            abandoned = set(self._jobs) | {job for batch in self._round for job, _ in batch}
+            waiting = set(self._jobs) | {job for batch in self._round for job, _ in batch}
+            abandoned = {job for job in waiting if not job.withdrawn}  # a withdrawn one's caller is gone
             self._jobs.clear()
             self._round.clear()
             dropped, self._queued = self._queued, 0
@@ -163,11 +164,11 @@ class MicroBatcher:
 
     def _take_round(self) -> None:
         """Fills `_round` with the next round's batches. Caller holds the lock; at least one request waits."""
+        self._jobs = deque(job for job in self._jobs if job.unscheduled > 0)
         if len(self._jobs) == 1:
             slots = self._take_alone(self._jobs[0])
         else:
             slots = self._take_shortest_first()
-        self._jobs = deque(job for job in self._jobs if job.unscheduled > 0)
         plan = self._budget.plan([job.pairs[index].cost for job, index in slots])
         self._round.extend([slots[i] for i in batch] for batch in plan)
 
@@ -212,8 +213,8 @@ class MicroBatcher:
         return slots
 
     def _next_batch(self) -> list[_Slot]:
-        """The round's next batch without withdrawn requests' pairs, counted off the queue. Caller holds the lock."""
-        batch = self._round.popleft()
+        """The next batch without withdrawn requests' pairs, counted off the queue. Caller holds the lock."""
+        batch = self._form_batch()
         kept = [slot for slot in batch if not slot[0].withdrawn]
         self._metrics.pairs_dropped.inc(len(batch) - len(kept))
         self._queued -= len(batch)
@@ -222,6 +223,59 @@ class MicroBatcher:
             self._metrics.batch_tokens.observe(max(job.pairs[index].cost for job, index in kept) * len(kept))
         return kept
 
+    def _form_batch(self) -> list[_Slot]:
+        """The round's next batch; or, when requests arrived while others were being scored, theirs.
+
+        A request that arrives while a round is in progress does not wait for the round: it goes
+        into the next batch formed (whole requests, fewest pairs first, up to half a batch), topped
+        up with the round's pairs that pad least, so the round keeps moving too.
+        """
+        newcomers = [job for job in self._jobs if job.cursor == 0]
+        busy = bool(self._round) or any(job.cursor > 0 for job in self._jobs)
+        express = self._take_newcomers(newcomers) if newcomers and busy else []
+        if not self._round and any(job.unscheduled for job in self._jobs):
+            self._take_round()
+        self._jobs = deque(job for job in self._jobs if job.unscheduled > 0)
+        if not express:
+            return self._round.popleft()
+        return express + self._top_up(express)
+
+    def _take_newcomers(self, newcomers: list[_Job]) -> list[_Slot]:
+        """Newly arrived requests whole, fewest pairs first, while they fit in half a batch; or, when not
+        even the first fits, half a batch of it. A request split here would wait for the round for its rest."""
+        half = BatchBudget(max(1, self._budget.max_tokens // 2), max(1, self._budget.max_pairs // 2))
+        slots: list[_Slot] = []
+        longest = 0
+        for job in sorted(newcomers, key=lambda job: len(job.pairs)):
+            fits = len(slots) + len(job.pairs) <= half.max_pairs and (
+                max(longest, job.pairs[job.order[0]].cost) * (len(slots) + len(job.pairs)) <= half.max_tokens
+            )
+            if not fits and slots:
+                break
+            while job.unscheduled and half.admits(len(slots), longest, job.pairs[job.order[job.cursor]].cost):
+                slots.append(job.take())
+                longest = max(longest, job.pairs[slots[-1][1]].cost)
+        return slots
+
+    def _top_up(self, batch: list[_Slot]) -> list[_Slot]:
+        """Takes the round's pairs that fit beside `batch` out of the round: the longest of those no longer
+        than its longest first (no extra padding), then the shortest of the rest. The round is re-cut."""
+        longest = max(job.pairs[index].cost for job, index in batch)
+        remaining = [slot for round_batch in self._round for slot in round_batch]
+        cost = {id(slot): slot[0].pairs[slot[1]].cost for slot in remaining}
+        shorter = sorted((slot for slot in remaining if cost[id(slot)] <= longest), key=lambda s: -cost[id(s)])
+        longer = sorted((slot for slot in remaining if cost[id(slot)] > longest), key=lambda s: cost[id(s)])
+        taken: list[_Slot] = []
+        for slot in shorter + longer:
+            if not self._budget.admits(len(batch) + len(taken), longest, cost[id(slot)]):
+                break
+            taken.append(slot)
+            longest = max(longest, cost[id(slot)])
+        chosen = {id(slot) for slot in taken}
+        rest = [slot for slot in remaining if id(slot) not in chosen]
+        self._round = deque([rest[i] for i in plan] for plan in self._budget.plan([cost[id(slot)] for slot in rest]))
+        return taken
+
     def _work(self) -> None:
         while True:
             with self._cond:
@@ -229,8 +283,6 @@ class MicroBatcher:
                     self._cond.wait()
                 if self._stopping:
                     return
-                if not self._round:
-                    self._take_round()
                 batch = self._next_batch()
             if batch:
                 self._run(batch)

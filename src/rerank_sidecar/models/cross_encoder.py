@@ -48,21 +48,23 @@ class CrossEncoderScorer(Scorer):
             getattr(config, "max_position_embeddings", settings.max_length),
         )
         self.labels = tuple(config.id2label[index] for index in sorted(config.id2label))
-        # A query may fill at most half the window, so every document keeps room to be scored.
-        self.max_query_tokens = self.max_length // 2
+        self.chunk_tokens = min(settings.chunk_tokens or self.max_length, self.max_length)
+        # A query may fill at most half the (chunk) window, so every document keeps room to be scored.
+        self.max_query_tokens = self.chunk_tokens // 2
 
     def encode(
         self, query: str, documents: Sequence[str], instruction: str | None, long_docs: LongDocs, max_chunks: int
     ) -> list[EncodedDocument]:
         if not documents:
             return []
+        window = self.max_length if long_docs == "truncate" else self.chunk_tokens
         encoded = self.tokenizer(
             [self.fit_query(query)] * len(documents),
             list(documents),
             truncation="only_second",
-            max_length=self.max_length,
+            max_length=window,
             return_overflowing_tokens=True,
-            stride=chunk_stride(self.max_length // 2),
+            stride=chunk_stride(window // 2),
         )
         type_ids = encoded.get("token_type_ids") or [None] * len(encoded["input_ids"])
         windows = [

@@ -1,4 +1,4 @@
-"""Exports a transformer to ONNX once, quantizes it to int8 on request, and caches both files.
+"""Exports a transformer to ONNX once, rewrites it to int8 on request, and caches both files.
 
 A cache entry is a directory `<cache_dir>/onnx/<model>/<graph>-<quantize>-<key>/` holding
 `model.onnx` (plus external weight files for models past protobuf's 2 GB) and `build.json`,
@@ -42,7 +42,7 @@ EXPORTER = "torch.onnx.export(dynamo=False)"
 # Opset 17 has LayerNormalization as one op; onnxruntime's CPU kernels cover it fully.
 OPSET = 17
 # Bump when the export recipe changes in a way the versions below do not capture.
-RECIPE = 3
+RECIPE = 4
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "build.json"
 # Graph outputs by graph kind: the classifier's logits, or the token states the pooling reads.
@@ -58,7 +58,7 @@ class ExportSpec:
     graph: Graph
     """sequence-classification (cross-encoders: logits) or feature-extraction (bi-encoders: token states)."""
     quantize: Quantize
-    """none: the fp32 export; int8: dynamic int8 quantization of it."""
+    """none: the fp32 export; int8: its per-token int8 rewrite (onnx_int8)."""
 
     def recipe(self) -> dict[str, str]:
         """Everything that shapes the file; its hash names the cache entry and `build.json` records it."""
@@ -144,7 +144,7 @@ def _write_manifest(staging: Path, spec: ExportSpec) -> None:
 def _build(spec: ExportSpec, output: Path, cache_dir: Path) -> None:
     if spec.quantize == "int8":
         fp32 = ensure_onnx(ExportSpec(spec.model, spec.graph, "none"), cache_dir)
-        quantize_int8(fp32.path, output, spec.model.path)
+        quantize_int8(fp32.path, output)
     else:
         export_transformer(spec.model.path, spec.graph, output)
 
@@ -193,41 +193,12 @@ def _input_names(graph: Graph, tokenizer_inputs: list[str]) -> list[str]:
     return [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in tokenizer_inputs]
 
 
-def quantize_int8(fp32: Path, output: Path, model_dir: Path) -> None:
-    """Fused BERT operators, then dynamic int8 quantization: int8 weights, activations quantized per batch.
-
-    onnxruntime's transformer optimizer first fuses each layer's attention, GELU and layer norms
-    into single operators, so quantization yields its int8 attention kernel (QAttention): on the
-    2-core EPYC that lifted MiniLM-L6 from 69 to 79 pairs/s (median of 3 passes, fp32 49). Models
-    whose layers do not match the BERT patterns keep their operators and are quantized as they are.
-
-    Per-channel weight scales with 7-bit range: on TREC DL 2020 (embedded model) they kept NDCG@10
-    within 0.001 of fp32 where per-tensor 8-bit lost 0.007, at the same speed. The 7-bit range also
-    keeps the u8 x s8 products of CPUs without VNNI (AVX2) from saturating their 16-bit sums.
-    """
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.transformers.optimizer import optimize_model
+def quantize_int8(fp32: Path, output: Path) -> None:
+    """int8 weights, activations quantized one token at a time: scores independent of batch-mates (onnx_int8)."""
+    from .onnx_int8 import quantize_per_token
 
     large = sum(item.stat().st_size for item in fp32.parent.iterdir()) >= 2**31 - 2**26
-    config = json.loads((model_dir / "config.json").read_text())
-    fused = output.with_name("fused.onnx")
-    optimize_model(
-        str(fp32), model_type="bert", num_heads=config.get("num_attention_heads", 0),
-        hidden_size=config.get("hidden_size", 0), opt_level=1,
-    ).save_model_to_file(str(fused), use_external_data_format=large)
-    quantize_dynamic(
-        fused,
-        output,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        reduce_range=True,
-        use_external_data_format=large,
-        # Fused operators live in onnxruntime's own domain, where ONNX shape inference finds no types.
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
-    for leftover in fused.parent.glob("fused.onnx*"):
-        leftover.unlink()
+    quantize_per_token(fp32, output, external_data=large)
 
 
 class _NamedForward(torch.nn.Module):
