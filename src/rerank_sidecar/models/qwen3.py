@@ -146,7 +146,7 @@ class Qwen3RerankerScorer(Scorer):
         details = {"attention": ATTENTION, "scored_positions": "last", "head_rows": "yes,no",
                    "prefix_reuse": "on" if self.prefix_reuse else "off"}
         if settings.quantize == "int8":
-            details["quantization"] = "int8 (torch dynamic, linear layers)"
+            details["quantize"] = "int8"
         self.info = ScorerInfo(
             model=resolved.model_id,
             revision=resolved.revision,
@@ -321,6 +321,7 @@ def pad_tokens(tensor: torch.Tensor, length: int) -> torch.Tensor:
 def quantize_linear_layers(model: torch.nn.Module) -> torch.nn.Module:
     """Every linear layer with int8 weights; activations are quantized per batch as they come (CPU only)."""
     with warnings.catch_warnings():
-        # torch 2.13 announces that quantized tensors will go in a later release; the pinned torch has them.
+        # torch 2.13 announces that torch.ao quantization will move to torchao; the pinned torch still has it.
         warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*", category=UserWarning)
+        warnings.filterwarnings("ignore", message="torch.ao.quantization is deprecated", category=DeprecationWarning)
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
