@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -198,3 +199,49 @@ def test_health_reports_int8_and_prefix_reuse(sidecar_factory, tiny_qwen3_cache:
     assert health["details"]["quantize"] == "int8" and health["details"]["prefix_reuse"] == "on"
     assert all(0 <= result["relevance_score"] <= 1 for result in ranked["results"])
     assert len(ranked["results"]) == len(SEAM_DOCUMENTS)
+
+
+def test_bench_quality_compares_two_settings(tiny_qwen3_cache, trec_dir, tmp_path, monkeypatch) -> None:
+    from rerank_sidecar.cli import main
+
+    monkeypatch.setenv("RERANK_MODEL_NAME", str(tiny_qwen3_cache.snapshot))
+    monkeypatch.setenv("RERANK_THREADS", "2")
+    slice_args = ["bench", "quality", "--data", str(trec_dir), "--max-topics", "2", "--max-candidates", "8"]
+
+    def compare(a: str, b: str) -> dict:
+        out = tmp_path / f"{a}-{b}.json"
+        assert main([*slice_args, "--a", a, "--b", b, "--json", str(out)]) == 0
+        return json.loads(out.read_text())
+
+    reuse = compare("RERANK_QWEN3_PREFIX_REUSE=true", "RERANK_QWEN3_PREFIX_REUSE=false")
+    assert [row["ranker"] for row in reuse["rows"]] == [
+        "positional", "A: RERANK_QWEN3_PREFIX_REUSE=true", "B: RERANK_QWEN3_PREFIX_REUSE=false"
+    ]
+    assert reuse["topics"] == 2 and reuse["max_raw_difference"] < 1e-4
+    assert reuse["rows"][1]["ndcg10"] == pytest.approx(reuse["rows"][2]["ndcg10"])
+    int8 = compare("RERANK_QUANTIZE=none", "RERANK_QUANTIZE=int8")
+    assert int8["max_raw_difference"] > 1e-4 and 0 < int8["max_relevance_difference"] < 1
+    with pytest.raises(SystemExit, match="RERANK_QUANTISE"):
+        main([*slice_args, "--a", "RERANK_QUANTISE=int8", "--b", "RERANK_QUANTIZE=none"])
+
+
+def test_bench_load_serves_reuse_on_and_off_side_by_side(tiny_qwen3_cache, trec_dir, tmp_path, monkeypatch) -> None:
+    from rerank_sidecar.cli import main
+
+    for name, value in tiny_qwen3_cache.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("RERANK_THREADS", "2")
+    results = tmp_path / "results"
+    code = main(["bench", "load", "--model", str(tiny_qwen3_cache.snapshot), "--data", str(trec_dir),
+                 "--schedulers", "batched", "--prefix-reuse", "on,off", "--workloads", "W1", "--w1-documents", "6",
+                 "--scale", "0.1", "--ceiling-pairs", "8", "--max-seconds", "60",
+                 "--cache-dir", str(tmp_path / "cache"), "--json", str(results / "qwen3-load.json")])
+    assert code == 0
+    report = json.loads((results / "qwen3-load.json").read_text())
+    rows = {row["configuration"]: row for row in report["results"]}
+    assert set(rows) == {"batched reuse-on", "batched reuse-off"}
+    assert all(row["requests"] == 2 and row["documents"] == 6 and row["rejected"] == 0 for row in rows.values())
+    assert main(["bench", "report", "--results", str(results), "--out", str(tmp_path / "BENCHMARKS.md")]) == 0
+    rendered = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "prefix reuse on and off" in rendered and "reuse-on / reuse-off" in rendered
+    assert "batched reuse-on / in-process ceiling" in rendered

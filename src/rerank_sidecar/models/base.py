@@ -21,8 +21,9 @@ CHUNK_OVERLAP = 0.125
 
 # What a token of a shared prefix costs a batch row that attends to it, as a fraction of one of the row's
 # own tokens: it is only read as keys and values (no projections, no MLP). Measured on Qwen3-Reranker-0.6B's
-# shape (2-core EPYC, fp32; bench/qwen3.py): see PREFIX_TOKEN_WEIGHT's note in docs/architecture.md.
-PREFIX_TOKEN_WEIGHT = 0.1
+# shape (random weights, fp32, 2-core EPYC shared with other jobs): 16 rows of 96 own tokens took 34.5 s
+# after no prefix, 36.3 s after 96 prefix tokens and 40.6 s after 384, about 0.05 of an own token each.
+PREFIX_TOKEN_WEIGHT = 0.05
 
 
 @dataclass(slots=True)

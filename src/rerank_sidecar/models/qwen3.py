@@ -324,4 +324,5 @@ def quantize_linear_layers(model: torch.nn.Module) -> torch.nn.Module:
         # torch 2.13 announces that torch.ao quantization will move to torchao; the pinned torch still has it.
         warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*", category=UserWarning)
         warnings.filterwarnings("ignore", message="torch.ao.quantization is deprecated", category=DeprecationWarning)
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        # In place: a copy would hold a second fp32 model in memory while the int8 one is built.
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
