@@ -160,7 +160,8 @@ async def _run_workload(url: str, workload: Workload, passages: Sequence[str], q
     )
 
 
-async def _warm_up(url: str, workloads: Sequence[Workload], passages: Sequence[str], queries: Sequence[str]) -> None:
+async def _warm_up(url: str, workloads: Sequence[Workload], passages: Sequence[str], queries: Sequence[str],
+                   max_clients: int = 0) -> None:
     """One untimed burst of each workload's requests (all its clients at once, big requests left out).
 
     A fresh server pays once for its first batches of each shape (memory to allocate, and on a GPU
@@ -170,7 +171,8 @@ async def _warm_up(url: str, workloads: Sequence[Workload], passages: Sequence[s
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
         traffic = _Traffic(client, passages, queries)
         for workload in workloads:
-            await asyncio.gather(*(traffic.send(workload.documents) for _ in range(workload.concurrency)))
+            clients = min(workload.concurrency, max_clients) if max_clients else workload.concurrency
+            await asyncio.gather(*(traffic.send(workload.documents) for _ in range(clients)))
 
 
 def in_process_ceiling(settings_env: dict[str, str], passages: Sequence[str], query: str,
@@ -232,6 +234,8 @@ def run_load(args: argparse.Namespace) -> LoadReport:
     queries = [topic.query for topic in benchmark.topics]
     cache_dir = Path(args.cache_dir or user_cache_dir("rerank-sidecar"))
     base = model_settings(args.model, args.backend, cache_dir)
+    if args.threads:
+        base["threads"] = str(args.threads)
     if args.sweep:
         workloads = sweep_workloads([int(c) for c in args.sweep.split(",")], args.sweep_documents, args.sweep_requests)
     else:
@@ -245,7 +249,7 @@ def run_load(args: argparse.Namespace) -> LoadReport:
                 servers = [(name, stack.enter_context(bench_server(settings, timeout_s, ray_replicas=replicas)))
                            for name, settings, replicas, timeout_s in group]
                 for _, server in servers:
-                    asyncio.run(_warm_up(server.url, workloads, passages, queries))
+                    asyncio.run(_warm_up(server.url, workloads, passages, queries, args.warm_up_clients))
                 for workload in workloads:  # the configurations take turns, so drift of the machine hits each alike
                     for name, server in servers:
                         results.append(asyncio.run(_run_workload(
@@ -364,8 +368,12 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--ray-replica-cpus", type=float, default=1.0,
                         help="with --ray-replicas: CPUs (and inference threads) per replica (default 1)")
     parser.add_argument("--max-seconds", type=float, default=180.0, help="stop sending after this long per workload")
+    parser.add_argument("--warm-up-clients", type=int, default=0,
+                        help="requests per workload in the untimed warm-up burst (default 0: one per client)")
     parser.add_argument("--ceiling-pairs", type=int, default=512, help="pairs for the in-process ceiling (0: skip)")
     parser.add_argument("--cache-dir", help="where the built benchmark model and ONNX files are cached")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="RERANK_THREADS of the sidecars and the in-process ceiling (default 0: every core)")
     parser.add_argument("--json", dest="json_out", help="write the results to this JSON file")
     parser.add_argument("--plot", help="write a PNG of latency and throughput against concurrency (sweeps)")
     parser.set_defaults(handler=_run)

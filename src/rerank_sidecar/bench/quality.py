@@ -147,24 +147,24 @@ def vars_of(quality: object) -> dict[str, float]:
     return {name: getattr(quality, name) for name in ("ndcg10", "mrr10", "recall10")}
 
 
-def print_quality(report: QualityReport) -> None:
-    table = Table(title=f"bench quality: {report.topics} queries x {report.candidates} candidates ({report.model})")
+def _print_rows(title: str, rows: list[QualityRow]) -> None:
+    table = Table(title=title)
     for column in ("ranker", "NDCG@10", "MRR@10", "Recall@10"):
         table.add_column(column, justify="right")
-    for row in report.rows:
+    for row in rows:
         table.add_row(row.ranker, f"{row.ndcg10:.4f}", f"{row.mrr10:.4f}", f"{row.recall10:.4f}")
     console.print(table)
+
+
+def print_quality(report: QualityReport) -> None:
+    _print_rows(f"bench quality: {report.topics} queries x {report.candidates} candidates ({report.model})",
+                report.rows)
     if report.max_score_difference is not None:
         console.print(f"largest |sidecar - in-process| raw score difference: {report.max_score_difference:.2e}")
 
 
 def print_comparison(report: SettingsComparison) -> None:
-    table = Table(title=f"bench quality --a/--b: {report.topics} queries x {report.candidates} candidates")
-    for column in ("ranker", "NDCG@10", "MRR@10", "Recall@10"):
-        table.add_column(column, justify="right")
-    for row in report.rows:
-        table.add_row(row.ranker, f"{row.ndcg10:.4f}", f"{row.mrr10:.4f}", f"{row.recall10:.4f}")
-    console.print(table)
+    _print_rows(f"bench quality --a/--b: {report.topics} queries x {report.candidates} candidates", report.rows)
     console.print(f"largest |A - B|: raw score {report.max_raw_difference:.2e}, "
                   f"relevance {report.max_relevance_difference:.2e}")
 
