@@ -22,6 +22,13 @@ bench load --model builtin --schedulers batched --workloads W1,W2 --scale 0.25 -
 bench load --model builtin --quantize int8 --schedulers batched --workloads W1,W2 --scale 0.25 --max-seconds 90 \
     --ceiling-pairs 0 --json "$out/builtin-int8.json"
 bench memory --consumers 1,2,4 --json "$out/memory.json"
+# Qwen3-Reranker-0.6B's shape (random weights, real tokenizer, built once under the cache): under 1 pair/s
+# in fp32 here, so the runs are small. One inference thread: on these 2 shared cores, two threads' figures
+# swung 2x between passes of the same configuration. In-process: full prompts / prefix reuse / int8, peak RSS.
+RERANK_THREADS=1 bench backends --model qwen3-0.6b --pairs 16 --passes 2 --json "$out/qwen3-backends.json"
+bench load --model qwen3-0.6b --backend torch --threads 1 --schedulers batched --prefix-reuse on,off \
+    --workloads W1,W2 --w1-documents 16 --scale 0.1 --warm-up-clients 2 --ceiling-pairs 16 --max-seconds 120 \
+    --json "$out/qwen3-load.json"
 # The quality run scores through a live sidecar on the embedded default and in-process, side by side.
 port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 RERANK_SIDECAR_PORT=$port .venv/bin/rerank-sidecar serve --log-level warning &

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     )
     max_length: int = Field(512, ge=16, description="Longest tokenized pair the model sees.")
     instruction: str = Field(DEFAULT_QWEN3_INSTRUCTION, description="Default Qwen3-Reranker instruction.")
+    qwen3_prefix_reuse: bool = Field(
+        True, description="Qwen3: run each request's shared prompt head (system, instruction, query) once."
+    )
     long_docs: Literal["truncate", "chunk"] = Field("truncate", description="What to do with over-long documents.")
     max_chunks_per_doc: int = Field(
         8, ge=1, description="Cap on windows per document in chunk mode, counted in model-length windows."

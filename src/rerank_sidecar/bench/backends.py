@@ -37,6 +37,7 @@ class BackendConfig(BaseModel):
     name: str = Field(description="Label in the report, e.g. onnx-int8.")
     backend: str = Field(description="RERANK_BACKEND value.")
     quantize: str = Field(description="RERANK_QUANTIZE value.")
+    prefix_reuse: bool = Field(True, description="RERANK_QWEN3_PREFIX_REUSE value (Qwen3 models only).")
 
 
 CONFIGS = (
@@ -82,6 +83,9 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--quality-topics", type=int, default=54, help="TREC topics (100 passages each) for NDCG@10; 0 skips it"
     )
+    parser.add_argument("--model", default="minilm-cross-encoder", choices=["minilm-cross-encoder", "qwen3-0.6b"],
+                        help="qwen3-0.6b: Qwen3-Reranker-0.6B's shape, fp32 full prompts / prefix reuse / int8, "
+                             "and peak RSS per precision (use a small --pairs: about 1 pair/s on 2 cores)")
     parser.add_argument("--json", dest="json_out", help="also write the report to this JSON file")
     parser.set_defaults(handler=run)
 
@@ -115,7 +119,8 @@ class _Loaded:
 def _load(config: BackendConfig, model_name: str, cache_dir: Path, warm_up: Topic) -> _Loaded:
     from ..models.registry import load_scorer  # torch: only when a benchmark runs
 
-    settings = Settings(model_name=model_name, backend=config.backend, quantize=config.quantize, cache_dir=cache_dir)
+    settings = Settings(model_name=model_name, backend=config.backend, quantize=config.quantize, cache_dir=cache_dir,
+                        qwen3_prefix_reuse=config.prefix_reuse)
     started = time.perf_counter()
     scorer = load_scorer(settings)
     load_s = time.perf_counter() - started
@@ -152,7 +157,7 @@ def measure(configs: Sequence[BackendConfig], model_name: str, label: str, bench
 def _result(backend: _Loaded, label: str, benchmark: Benchmark, seconds: list[float], ndcg10: float | None
             ) -> BackendResult:
     tokens = [
-        pair.cost
+        len(pair.input_ids)
         for topic in benchmark.topics
         for doc in backend.scorer.encode(topic.query, [c.text for c in topic.candidates], None, "truncate", 1)
         for pair in doc.windows
@@ -183,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
 
     force_offline()
     settings = Settings()
+    if args.model == "qwen3-0.6b":
+        return _run_qwen3(args, settings)
     benchmark = load_benchmark(Path(args.data))
     cross_encoder = build_minilm_cross_encoder(settings.cache_dir / "bench" / "minilm-l6-cross-encoder")
     speed_pairs = first_pairs(benchmark, args.pairs)
@@ -202,6 +209,18 @@ def run(args: argparse.Namespace) -> int:
         int8_over_torch=round(speed[2].pairs_per_s / speed[0].pairs_per_s, 2),
     )
     console.print(_table(report))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report.model_dump(), indent=2))
+    return 0
+
+
+def _run_qwen3(args: argparse.Namespace, settings: Settings) -> int:
+    from ..models.device import inference_threads
+    from .qwen3 import run_qwen3
+
+    report = run_qwen3(Path(args.data), args.pairs, args.passes, settings.cache_dir, inference_threads(settings.threads))
+    console.print(f"Qwen3-0.6B shape: prefix reuse / full prompts = {report.reuse_over_full}x, "
+                  f"int8 with reuse / fp32 full prompts = {report.int8_reuse_over_full}x")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report.model_dump(), indent=2))
     return 0

@@ -43,11 +43,11 @@ class Workload:
     """W3 only: documents per request of the one client sending big requests meanwhile."""
 
 
-def standard_workloads(scale: float) -> list[Workload]:
+def standard_workloads(scale: float, w1_documents: int = 100) -> list[Workload]:
     """The three workloads of the engine issue; `scale` shrinks or grows their request counts."""
     count = lambda n: max(1, round(n * scale))  # noqa: E731
     return [
-        Workload("W1", documents=100, concurrency=4, requests=count(24)),
+        Workload("W1", documents=w1_documents, concurrency=4, requests=count(24)),
         Workload("W2", documents=5, concurrency=32, requests=count(400)),
         Workload("W3", documents=5, concurrency=8, requests=count(160), big_documents=1000),
     ]
@@ -169,7 +169,7 @@ async def run_workload(url: str, workload: Workload, passages: Sequence[str], qu
 
 
 async def warm_up(url: str, workloads: Sequence[Workload], passages: Sequence[str], queries: Sequence[str],
-                   model: str | None = None) -> None:
+                  max_clients: int = 0, model: str | None = None) -> None:
     """One untimed burst of each workload's requests (all its clients at once, big requests left out).
 
     A fresh server pays once for its first batches of each shape (memory to allocate, and on a GPU
@@ -179,7 +179,8 @@ async def warm_up(url: str, workloads: Sequence[Workload], passages: Sequence[st
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
         traffic = _Traffic(client, passages, queries, model)
         for workload in workloads:
-            await asyncio.gather(*(traffic.send(workload.documents) for _ in range(workload.concurrency)))
+            clients = min(workload.concurrency, max_clients) if max_clients else workload.concurrency
+            await asyncio.gather(*(traffic.send(workload.documents) for _ in range(clients)))
 
 
 def in_process_ceiling(settings_env: dict[str, str], passages: Sequence[str], query: str,
@@ -217,7 +218,11 @@ def in_process_ceiling(settings_env: dict[str, str], passages: Sequence[str], qu
 def model_settings(model: str, backend: str, cache_dir: Path, quantize: str = "auto") -> dict[str, str]:
     """RERANK_* settings serving `model`: builtin, minilm-cross-encoder (built offline), or a path/hub id."""
     settings = {"backend": backend, "cache_dir": str(cache_dir), "quantize": quantize}
-    if model == "minilm-cross-encoder":
+    if model == "qwen3-0.6b":
+        from .qwen3 import qwen3_model_dir
+
+        settings["model_name"] = str(qwen3_model_dir(cache_dir))
+    elif model == "minilm-cross-encoder":
         from .stand_ins import build_minilm_cross_encoder
 
         target = cache_dir / "bench-models" / "minilm-l6-cross-encoder"
@@ -237,10 +242,13 @@ def run_load(args: argparse.Namespace) -> LoadReport:
     queries = [topic.query for topic in benchmark.topics]
     cache_dir = Path(args.cache_dir or user_cache_dir("rerank-sidecar"))
     base = model_settings(args.model, args.backend, cache_dir, args.quantize)
+    if args.threads:
+        base["threads"] = str(args.threads)
     if args.sweep:
         workloads = sweep_workloads([int(c) for c in args.sweep.split(",")], args.sweep_documents, args.sweep_requests)
     else:
-        workloads = [w for w in standard_workloads(args.scale) if w.name in args.workloads.split(",")]
+        workloads = [w for w in standard_workloads(args.scale, args.w1_documents)
+                     if w.name in args.workloads.split(",")]
     results: list[LoadResult] = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
@@ -254,7 +262,7 @@ def run_load(args: argparse.Namespace) -> LoadReport:
                     # Threads as the sidecars have them: the library's default, every core.
                     servers.append((ONE_LOCK, stack.enter_context(onelock_server(base["model_name"], threads=0))))
                 for _, server in servers:
-                    asyncio.run(warm_up(server.url, workloads, passages, queries))
+                    asyncio.run(warm_up(server.url, workloads, passages, queries, args.warm_up_clients))
                 for workload in workloads:  # the configurations take turns, so drift of the machine hits each alike
                     for name, server in servers:
                         results.append(asyncio.run(run_workload(
@@ -272,8 +280,9 @@ _ServerSpec = tuple[str, dict[str, str], int | None, float]
 def _server_groups(args: argparse.Namespace, base: dict[str, str]) -> list[list[_ServerSpec]]:
     """The sidecars to compare, in groups that run side by side: all plain ones together, Ray ones alone."""
     if not args.ray_replicas:
-        return [[(scheduler, {**base, "scheduler": scheduler, "max_queued_pairs": "100000"}, None, 120.0)
-                 for scheduler in args.schedulers.split(",")]]
+        return [[(scheduler + reuse_name, {**base, **reuse, "scheduler": scheduler, "max_queued_pairs": "100000"},
+                  None, 120.0)
+                 for scheduler in args.schedulers.split(",") for reuse_name, reuse in _prefix_reuse_variants(args)]]
     groups = []
     for scheduler in args.schedulers.split(","):
         settings = {**base, "scheduler": scheduler, "max_queued_pairs": "100000",
@@ -282,6 +291,14 @@ def _server_groups(args: argparse.Namespace, base: dict[str, str]) -> list[list[
             # One local Ray instance at a time; it starts, then each replica loads.
             groups.append([(f"{scheduler} ray x{replicas}", settings, replicas, 300.0)])
     return groups
+
+
+def _prefix_reuse_variants(args: argparse.Namespace) -> list[tuple[str, dict[str, str]]]:
+    """With --prefix-reuse on,off: one sidecar per value, named e.g. 'batched reuse-on'; else the default only."""
+    if not args.prefix_reuse:
+        return [("", {})]
+    return [(f" reuse-{value}", {"qwen3_prefix_reuse": str(value == "on").lower()})
+            for value in args.prefix_reuse.split(",")]
 
 
 def print_report(report: LoadReport) -> None:
@@ -317,6 +334,14 @@ def comparisons(report: LoadReport) -> list[str]:
         if batched and report.ceiling_pairs_per_s:
             lines.append(f"{workload}: batched / in-process ceiling {batched.pairs_per_s / report.ceiling_pairs_per_s:.2f}x")
     for r in report.results:
+        if r.configuration.endswith(" reuse-on"):
+            off = by_key.get((r.configuration.removesuffix("on") + "off", r.workload))
+            if off:
+                lines.append(f"{r.workload}: throughput {r.configuration} / reuse-off {r.pairs_per_s / off.pairs_per_s:.2f}x, "
+                             f"p99 {r.p99_ms / off.p99_ms:.2f}x")
+            if report.ceiling_pairs_per_s:
+                lines.append(f"{r.workload}: {r.configuration} / in-process ceiling "
+                             f"{r.pairs_per_s / report.ceiling_pairs_per_s:.2f}x")
         scheduler, _, replicas = r.configuration.partition(" ray x")
         one_replica = by_key.get((f"{scheduler} ray x1", r.workload))
         if replicas not in ("", "1") and one_replica:
@@ -347,7 +372,8 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
                                                  "batched and serial side by side, plus the in-process ceiling")
     parser.add_argument("--data", default=default_data_dir(), help="directory with bm25-top100.json and qrels.txt")
     parser.add_argument("--model", default="minilm-cross-encoder",
-                        help="builtin, minilm-cross-encoder (MiniLM-L6-shaped, built offline), or a model path/id")
+                        help="builtin, minilm-cross-encoder (MiniLM-L6-shaped, built offline), qwen3-0.6b "
+                             "(Qwen3-Reranker-0.6B-shaped, built offline), or a model path/id")
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     parser.add_argument("--quantize", default="auto", choices=["auto", "none", "int8"], help="RERANK_QUANTIZE")
     parser.add_argument("--schedulers", default="batched,serial", help="comma-separated: batched,serial")
@@ -356,6 +382,9 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
                              "CrossEncoder, bench/onelock.py) on the same cross-encoder, side by side")
     parser.add_argument("--workloads", default="W1,W2,W3", help="comma-separated subset of W1,W2,W3")
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every workload's request count")
+    parser.add_argument("--w1-documents", type=int, default=100, help="documents per W1 request (default 100)")
+    parser.add_argument("--prefix-reuse", choices=["on", "off", "on,off"],
+                        help="Qwen3 models: serve with RERANK_QWEN3_PREFIX_REUSE on and/or off side by side")
     parser.add_argument("--sweep", help="comma-separated concurrencies (e.g. 1,2,4,8,16,32): run a sweep instead")
     parser.add_argument("--sweep-documents", type=int, default=5, help="documents per request in a sweep")
     parser.add_argument("--sweep-requests", type=int, default=8, help="requests per client at each sweep point")
@@ -364,8 +393,12 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--ray-replica-cpus", type=float, default=1.0,
                         help="with --ray-replicas: CPUs (and inference threads) per replica (default 1)")
     parser.add_argument("--max-seconds", type=float, default=180.0, help="stop sending after this long per workload")
+    parser.add_argument("--warm-up-clients", type=int, default=0,
+                        help="requests per workload in the untimed warm-up burst (default 0: one per client)")
     parser.add_argument("--ceiling-pairs", type=int, default=512, help="pairs for the in-process ceiling (0: skip)")
     parser.add_argument("--cache-dir", help="where the built benchmark model and ONNX files are cached")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="RERANK_THREADS of the sidecars and the in-process ceiling (default 0: every core)")
     parser.add_argument("--json", dest="json_out", help="write the results to this JSON file")
     parser.add_argument("--plot", help="write a PNG of latency and throughput against concurrency (sweeps)")
     parser.set_defaults(handler=_run)

@@ -52,7 +52,7 @@ def run_models_load(args: argparse.Namespace) -> ModelsLoadReport:
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         with bench_server(both) as server:
             for model in TWO_MODELS:
-                asyncio.run(warm_up(server.url, [half], passages, queries, model))
+                asyncio.run(warm_up(server.url, [half], passages, queries, model=model))
 
             async def at_once() -> list[LoadResult]:
                 return await asyncio.gather(*(

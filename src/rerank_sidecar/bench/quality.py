@@ -61,6 +61,13 @@ def score_via_sidecar(url: str, benchmark: Benchmark, timeout_s: float = 600.0) 
 def score_in_process(benchmark: Benchmark, **overrides: str) -> dict[str, np.ndarray]:
     """Raw scores from the configured model loaded in this process (same settings as a sidecar would use,
     less any `overrides`, e.g. quantize="none")."""
+    return _score_and_relevance(benchmark, overrides)[0]
+
+
+def _score_and_relevance(
+    benchmark: Benchmark, overrides: dict[str, str]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Raw scores and relevance of every topic, `overrides` (setting field -> value) over the environment's."""
     from ..config import Settings
     from ..engine.scheduler import BatchBudget
     from ..models.registry import load_scorer
@@ -71,9 +78,52 @@ def score_in_process(benchmark: Benchmark, **overrides: str) -> dict[str, np.nda
     settings = Settings(**overrides)
     scorer = load_scorer(settings)
     try:
-        return score_benchmark(scorer, benchmark, BatchBudget.for_scorer(settings, scorer.info))
+        raw = score_benchmark(scorer, benchmark, BatchBudget.for_scorer(settings, scorer.info))
+        return raw, {qid: scorer.relevance(scores) for qid, scores in raw.items()}
     finally:
         scorer.close()
+
+
+class SettingsComparison(BaseModel):
+    """Two settings of one model scored on the same benchmark, one after the other in this process."""
+
+    data: str = Field(description="Benchmark directory.")
+    topics: int = Field(description="Judged queries evaluated.")
+    candidates: int = Field(description="Candidates per query (at most).")
+    a: list[str] = Field(description="Setting A: the RERANK_* assignments over the environment's.")
+    b: list[str] = Field(description="Setting B, likewise.")
+    rows: list[QualityRow] = Field(description="positional, A and B.")
+    max_raw_difference: float = Field(description="Largest |A - B| raw score over all pairs.")
+    max_relevance_difference: float = Field(description="Largest |A - B| relevance over all pairs.")
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, str]:
+    """RERANK_X=value strings as Settings field overrides; an unknown or malformed one raises ValueError."""
+    from ..config import Settings
+
+    overrides: dict[str, str] = {}
+    for assignment in assignments:
+        name, equals, value = assignment.partition("=")
+        field = name.removeprefix("RERANK_").lower()
+        if not equals or not name.startswith("RERANK_") or field not in Settings.model_fields:
+            raise ValueError(f"{assignment!r} is not RERANK_<SETTING>=value for a known setting (see .env.example)")
+        overrides[field] = value
+    return overrides
+
+
+def compare_settings(benchmark: Benchmark, data: str, a: list[str], b: list[str]) -> SettingsComparison:
+    """NDCG@10 (and MRR/Recall) of setting A and setting B, and how far their scores drift apart."""
+    raw_a, relevance_a = _score_and_relevance(benchmark, parse_assignments(a))
+    raw_b, relevance_b = _score_and_relevance(benchmark, parse_assignments(b))
+    rows = [QualityRow(ranker="positional", **vars_of(evaluate(benchmark, positional_scores(benchmark)))),
+            QualityRow(ranker="A: " + " ".join(a), **vars_of(evaluate(benchmark, raw_a))),
+            QualityRow(ranker="B: " + " ".join(b), **vars_of(evaluate(benchmark, raw_b)))]
+    return SettingsComparison(
+        data=data, topics=len(benchmark.topics), candidates=max(len(t.candidates) for t in benchmark.topics),
+        a=a, b=b, rows=rows,
+        max_raw_difference=max(float(np.max(np.abs(raw_a[qid] - raw_b[qid]))) for qid in raw_a),
+        max_relevance_difference=max(float(np.max(np.abs(relevance_a[qid] - relevance_b[qid]))) for qid in raw_a),
+    )
 
 
 def quality_report(benchmark: Benchmark, data: str, url: str | None, in_process: bool) -> QualityReport:
@@ -98,21 +148,41 @@ def vars_of(quality: object) -> dict[str, float]:
     return {name: getattr(quality, name) for name in ("ndcg10", "mrr10", "recall10")}
 
 
-def print_quality(report: QualityReport) -> None:
-    table = Table(title=f"bench quality: {report.topics} queries x {report.candidates} candidates ({report.model})")
+def _print_rows(title: str, rows: list[QualityRow]) -> None:
+    table = Table(title=title)
     for column in ("ranker", "NDCG@10", "MRR@10", "Recall@10"):
         table.add_column(column, justify="right")
-    for row in report.rows:
+    for row in rows:
         table.add_row(row.ranker, f"{row.ndcg10:.4f}", f"{row.mrr10:.4f}", f"{row.recall10:.4f}")
     console.print(table)
+
+
+def print_quality(report: QualityReport) -> None:
+    _print_rows(f"bench quality: {report.topics} queries x {report.candidates} candidates ({report.model})",
+                report.rows)
     if report.max_score_difference is not None:
         console.print(f"largest |sidecar - in-process| raw score difference: {report.max_score_difference:.2e}")
 
 
+def print_comparison(report: SettingsComparison) -> None:
+    _print_rows(f"bench quality --a/--b: {report.topics} queries x {report.candidates} candidates", report.rows)
+    console.print(f"largest |A - B|: raw score {report.max_raw_difference:.2e}, "
+                  f"relevance {report.max_relevance_difference:.2e}")
+
+
 def _run(args: argparse.Namespace) -> int:
     benchmark = load_benchmark(Path(args.data)).limited(args.max_topics, args.max_candidates)
-    report = quality_report(benchmark, args.data, args.url, args.in_process)
-    print_quality(report)
+    if args.a or args.b:
+        if not (args.a and args.b):
+            raise SystemExit("bench quality: give both --a and --b (e.g. --a RERANK_QUANTIZE=none --b RERANK_QUANTIZE=int8)")
+        try:
+            report: QualityReport | SettingsComparison = compare_settings(benchmark, args.data, args.a, args.b)
+        except ValueError as exc:
+            raise SystemExit(f"bench quality: {exc}") from exc
+        print_comparison(report)
+    else:
+        report = quality_report(benchmark, args.data, args.url, args.in_process)
+        print_quality(report)
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps(report.model_dump(), indent=2))
@@ -126,6 +196,9 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", default=default_data_dir(), help="directory with bm25-top100.json and qrels.txt")
     parser.add_argument("--url", help="running sidecar to score through (e.g. http://127.0.0.1:8765)")
     parser.add_argument("--in-process", action="store_true", help="also score with the configured model in-process")
+    parser.add_argument("--a", action="append", metavar="RERANK_X=VALUE",
+                        help="compare two settings in-process: setting A (repeat for several), over the environment's")
+    parser.add_argument("--b", action="append", metavar="RERANK_X=VALUE", help="setting B, likewise")
     parser.add_argument("--max-topics", type=int, help="only the first N queries")
     parser.add_argument("--max-candidates", type=int, help="only the first N candidates of each query")
     parser.add_argument("--json", dest="json_out", help="write the results to this JSON file")

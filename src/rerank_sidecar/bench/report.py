@@ -15,6 +15,7 @@ from .memory import MemoryReport
 from .multimodel import ModelsLoadReport
 from .multimodel import comparisons as models_comparisons
 from .quality import QualityReport
+from .qwen3 import Qwen3Report
 
 # File names `scripts/bench.sh` writes into the results directory.
 RESULT_FILES = {
@@ -28,6 +29,8 @@ RESULT_FILES = {
     "builtin-int8": "builtin-int8.json",
     "memory": "memory.json",
     "models_load": "models-load.json",
+    "qwen3": "qwen3-backends.json",
+    "qwen3-load": "qwen3-load.json",
 }
 SWEEP_PLOT = "sweep.png"
 
@@ -148,6 +151,27 @@ def _models_memory(report: MemoryReport) -> list[str]:
                     f"- after keep-alive unloaded both / never loaded: {unloaded / empty:.2f}x RSS", ""]
 
 
+def _qwen3(report: Qwen3Report) -> list[str]:
+    full = report.speed[0].pairs_per_s
+    lines = [f"## Qwen3-Reranker-0.6B shape in-process ({report.threads} threads)", "",
+             "Qwen3-Reranker-0.6B's published config with random weights and the real Qwen3 tokenizer "
+             "(`bench/stand_ins.py`), the same TREC DL 2020 pairs for each configuration (one query's passages); "
+             f"pairs/s is the median of {len(report.speed[0].passes_pairs_per_s)} passes, the configurations "
+             "taking turns.", ""]
+    lines += _table(["configuration", "pairs", "mean prompt tokens", "pairs/s", "each pass", "x fp32 full", "load s"],
+                    [[r.backend, str(r.pairs), f"{r.mean_tokens:.0f}", f"{r.pairs_per_s:.2f}",
+                      " / ".join(f"{rate:.2f}" for rate in r.passes_pairs_per_s), f"{r.pairs_per_s / full:.2f}x",
+                      f"{r.load_s:.1f}"] for r in report.speed])
+    lines += [f"Prefix reuse / full prompts: **{report.reuse_over_full:.2f}x**; int8 with reuse / fp32 full prompts: "
+              f"**{report.int8_reuse_over_full:.2f}x**.", "",
+              "Peak RSS per precision, each in a fresh process (prefix reuse on): the model loaded, then the first "
+              "batch the engine plans for DL20's first query.", ""]
+    lines += _table(["precision", "RSS loaded MiB", "peak RSS MiB", "batch pairs", "batch tokens"],
+                    [[m.precision, f"{m.loaded_mib:.0f}", f"{m.peak_mib:.0f}", str(m.batch_pairs), str(m.batch_tokens)]
+                     for m in report.memory])
+    return lines
+
+
 def render(results: Path, plot_link: str | None) -> str:
     sections: list[str] = []
     loaders: dict[str, Callable[[str], list[str]]] = {
@@ -162,6 +186,9 @@ def render(results: Path, plot_link: str | None) -> str:
         + _default_vs_int8(results),
         "memory": lambda text: _memory(MemoryReport.model_validate_json(text)),
         "models_load": lambda text: _models_load(ModelsLoadReport.model_validate_json(text)),
+        "qwen3": lambda text: _qwen3(Qwen3Report.model_validate_json(text)),
+        "qwen3-load": lambda text: _load(LoadReport.model_validate_json(text),
+                                         "Qwen3-Reranker-0.6B shape through the sidecar, prefix reuse on and off"),
     }
     for name, file_name in RESULT_FILES.items():
         path = results / file_name

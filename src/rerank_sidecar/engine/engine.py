@@ -276,7 +276,7 @@ class Engine:
         scored, start = [], 0
         for document in documents:
             end = start + len(document.windows)
-            tokens = sum(window.cost for window in document.windows)
+            tokens = sum(len(window.input_ids) for window in document.windows)
             scored.append(CachedScore(float(raw[start:end].max()), document.truncated, tokens))
             start = end
         return scored

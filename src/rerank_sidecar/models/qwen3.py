@@ -17,18 +17,43 @@ What the GPU path does:
   without a KV cache, only the last position's hidden state is kept, and it is multiplied by the two head rows
   of "yes" and "no" in float32. The full head (vocabulary x hidden) is never applied, and an untied head is
   freed after load.
+
+Prefix reuse (RERANK_QWEN3_PREFIX_REUSE, on by default):
+- Every window of a request starts with the same tokens: the system prompt, the instruction and the query, up
+  to the first token where its windows differ (the tokenizer may merge the space after `<Document>:` into a
+  document's first token, so the seam is found on the tokens, never assumed). `encode` hands each window a
+  reference to that `SharedPrefix`; `score_batch` runs a prefix once (keys and values of every layer), keeps it
+  on the prefix object for the request's later batches, and runs each window's own tokens against it.
+- The system prompt's keys and values are the same for every request: computed once at load.
+- Rows of one batch may belong to different requests: their prefixes are padded to the longest and masked
+  (a 4D boolean mask: the row's own prefix, then its own tokens causally), and positions continue after the
+  row's prefix, so each row computes what its full prompt would.
+
+CPU int8 (RERANK_QUANTIZE=int8 on the CPU): torch's dynamic quantization of every linear layer (int8 weights,
+activations quantized per batch), prefix reuse included; the two head rows stay in float32.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from ..config import DEFAULT_QWEN3_INSTRUCTION, Settings
-from .base import EncodedDocument, EncodedPair, LongDocs, Scorer, ScorerInfo, chunk_stride, pad_rows
+from .base import (
+    EncodedDocument,
+    EncodedPair,
+    LongDocs,
+    Scorer,
+    ScorerInfo,
+    SharedPrefix,
+    chunk_stride,
+    pad_rows,
+)
 from .device import configure_torch_threads, pick_device, pick_dtype
 from .resolve import ResolvedModel
 
@@ -44,6 +69,39 @@ ATTENTION = "sdpa"
 def prompt_head(instruction: str, query: str) -> str:
     """The body of the prompt up to where the document starts."""
     return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: "
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixCache:
+    """Keys and values of every layer for one prefix, as a batch of one row."""
+
+    keys: tuple[torch.Tensor, ...]
+    """Per layer: (1, key/value heads, prefix tokens, head dim), rotary positions 0.. applied."""
+    values: tuple[torch.Tensor, ...]
+    """Per layer, shaped like `keys`."""
+
+    @property
+    def length(self) -> int:
+        """Tokens of the prefix."""
+        return self.keys[0].shape[2]
+
+    def extended(self, more: PrefixCache) -> PrefixCache:
+        """This prefix followed by `more` (whose positions continue after it)."""
+        return PrefixCache(
+            tuple(torch.cat(pair, dim=2) for pair in zip(self.keys, more.keys, strict=True)),
+            tuple(torch.cat(pair, dim=2) for pair in zip(self.values, more.values, strict=True)),
+        )
+
+
+def shared_prefix_length(windows: Sequence[Sequence[int]]) -> int:
+    """Tokens every window starts with, leaving each window at least one token of its own (the scored one)."""
+    shortest = min(len(window) for window in windows)
+    first = windows[0]
+    for position in range(shortest - 1):
+        token = first[position]
+        if any(window[position] != token for window in windows):
+            return position
+    return shortest - 1
 
 
 def window_starts(length: int, window: int, step: int, keep: int) -> list[int]:
@@ -70,6 +128,8 @@ class Qwen3RerankerScorer(Scorer):
         self.yes_no_weight = head_weight[list(self._answer_token_ids(resolved))].detach().float().to(self.device)
         # Keep only the base model: the full head is never applied, and an untied one is freed with `causal_lm`.
         self.model = causal_lm.model.to(self.device).eval()
+        if settings.quantize == "int8":
+            self.model = quantize_linear_layers(self.model)
         self.max_length = min(settings.max_length, causal_lm.config.max_position_embeddings)
         self.prefix_ids = self.tokenizer.encode(PROMPT_PREFIX, add_special_tokens=False)
         self.suffix_ids = self.tokenizer.encode(PROMPT_SUFFIX, add_special_tokens=False)
@@ -80,6 +140,13 @@ class Qwen3RerankerScorer(Scorer):
                 f"Qwen3-Reranker prompt alone is {len(self.prefix_ids) + len(self.suffix_ids)} tokens"
             )
         self.default_instruction = settings.instruction or DEFAULT_QWEN3_INSTRUCTION
+        self.prefix_reuse = settings.qwen3_prefix_reuse
+        # The system prompt opens every prompt: its keys and values are computed once, here.
+        self.system_cache = self._run_prefixes([self.prefix_ids], None)[0] if self.prefix_reuse else None
+        details = {"attention": ATTENTION, "scored_positions": "last", "head_rows": "yes,no",
+                   "prefix_reuse": "on" if self.prefix_reuse else "off"}
+        if settings.quantize == "int8":
+            details["quantize"] = "int8"
         self.info = ScorerInfo(
             model=resolved.model_id,
             revision=resolved.revision,
@@ -88,7 +155,7 @@ class Qwen3RerankerScorer(Scorer):
             device=str(self.device),
             dtype=str(dtype).removeprefix("torch."),
             max_length=self.max_length,
-            details={"attention": ATTENTION, "scored_positions": "last", "head_rows": "yes,no"},
+            details=details,
         )
 
     def _answer_token_ids(self, resolved: ResolvedModel) -> tuple[int, int]:
@@ -109,9 +176,22 @@ class Qwen3RerankerScorer(Scorer):
             [head + document for document in documents], add_special_tokens=False, return_offsets_mapping=True
         )
         keep = 1 if long_docs == "truncate" else max_chunks
-        return [
+        documents_windows = [
             self._windows(ids, offsets, len(head), keep)
             for ids, offsets in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True)
+        ]
+        return self._share_prefix(documents_windows) if self.prefix_reuse else documents_windows
+
+    @staticmethod
+    def _share_prefix(documents: list[EncodedDocument]) -> list[EncodedDocument]:
+        """The same windows, each pointing at one `SharedPrefix`: the tokens all of them start with."""
+        windows = [window.input_ids for document in documents for window in document.windows]
+        prefix = SharedPrefix(windows[0][: shared_prefix_length(windows)])
+        return [
+            EncodedDocument(
+                tuple(EncodedPair(window.input_ids, prefix=prefix) for window in document.windows), document.truncated
+            )
+            for document in documents
         ]
 
     def _windows(
@@ -135,6 +215,17 @@ class Qwen3RerankerScorer(Scorer):
 
     @torch.inference_mode()
     def score_batch(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
+        if self.system_cache is None or any(pair.prefix is None for pair in pairs):
+            return self._score_full_prompts(pairs)
+        prefixes = list({id(pair.prefix): pair.prefix for pair in pairs}.values())
+        self._compute_prefixes([prefix for prefix in prefixes if prefix.state is None])
+        hidden, _ = self._extend(
+            [pair.prefix.state for pair in pairs], [pair.input_ids[len(pair.prefix.ids) :] for pair in pairs]
+        )
+        return self._raw_scores(hidden)
+
+    def _score_full_prompts(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
+        """The model card's recipe: every prompt whole, left-padded, no cache."""
         ids, mask = pad_rows([pair.input_ids for pair in pairs], self.tokenizer.pad_token_id, side="left")
         hidden = self.model(
             input_ids=torch.from_numpy(ids).to(self.device),
@@ -142,5 +233,96 @@ class Qwen3RerankerScorer(Scorer):
             use_cache=False,
         ).last_hidden_state
         # Left padding puts every prompt's last token in the last column.
-        logits = hidden[:, -1].float() @ self.yes_no_weight.T
+        return self._raw_scores(hidden[:, -1])
+
+    def _raw_scores(self, last_hidden: torch.Tensor) -> np.ndarray:
+        logits = last_hidden.float() @ self.yes_no_weight.T
         return (logits[:, 0] - logits[:, 1]).double().cpu().numpy()
+
+    def _compute_prefixes(self, prefixes: Sequence[SharedPrefix]) -> None:
+        """Runs the part of each prefix after the system prompt, in one pass, and keeps it on the prefix."""
+        if not prefixes:
+            return
+        assert self.system_cache is not None
+        system = self.system_cache.length
+        tails = [prefix.ids[system:] for prefix in prefixes]
+        with_tail = [index for index, tail in enumerate(tails) if tail]
+        computed = self._run_prefixes([tails[index] for index in with_tail], self.system_cache) if with_tail else []
+        for prefix in prefixes:
+            prefix.state = self.system_cache
+        for index, tail_cache in zip(with_tail, computed, strict=True):
+            prefixes[index].state = self.system_cache.extended(tail_cache)
+
+    def _run_prefixes(self, rows: Sequence[Sequence[int]], after: PrefixCache | None) -> list[PrefixCache]:
+        """Keys and values of each row's tokens (following `after`, or from position 0), one cache per row."""
+        _, cache = self._extend([after] * len(rows), rows)
+        width = max(len(row) for row in rows)
+        own = [(layer.keys[:, :, -width:], layer.values[:, :, -width:]) for layer in cache.layers]
+        return [
+            PrefixCache(
+                tuple(keys[index : index + 1, :, width - len(row) :].clone() for keys, _ in own),
+                tuple(values[index : index + 1, :, width - len(row) :].clone() for _, values in own),
+            )
+            for index, row in enumerate(rows)
+        ]
+
+    def _extend(
+        self, prefixes: Sequence[PrefixCache | None], rows: Sequence[Sequence[int]]
+    ) -> tuple[torch.Tensor, DynamicCache]:
+        """One forward pass of `rows`, each after its own prefix's keys and values (None: no prefix).
+
+        Rows are left-padded to the longest, prefixes right-padded to the longest; the boolean mask lets
+        each row see its own prefix's tokens and its own tokens causally, and positions continue after
+        its prefix. Returns the last column's hidden states and the cache (padded prefixes, then rows).
+        """
+        device = self.device
+        ids, own_mask = pad_rows(rows, self.tokenizer.pad_token_id, side="left")
+        own_mask_t = torch.from_numpy(own_mask).to(device=device, dtype=torch.bool)
+        prefix_lengths = torch.tensor([p.length if p is not None else 0 for p in prefixes], device=device)
+        width, longest_prefix = ids.shape[1], int(prefix_lengths.max())
+        # Positions: a row's first own token sits right after its prefix; padding columns get 0 (masked anyway).
+        positions = (prefix_lengths[:, None] + own_mask_t.long().cumsum(dim=1) - 1).clamp(min=0)
+        causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
+        own_part = causal[None] & own_mask_t[:, None, :]
+        prefix_part = torch.arange(longest_prefix, device=device)[None, :] < prefix_lengths[:, None]
+        mask = torch.cat([prefix_part[:, None, :].expand(-1, width, -1), own_part], dim=2)[:, None]
+        cache = DynamicCache(ddp_cache_data=self._padded_prefixes(prefixes, longest_prefix)) if longest_prefix else None
+        output = self.model(
+            input_ids=torch.from_numpy(ids).to(device),
+            attention_mask=mask,
+            position_ids=positions,
+            cache=cache if cache is not None else DynamicCache(config=self.model.config),
+            use_cache=True,
+        )
+        return output.last_hidden_state[:, -1], output.cache
+
+    def _padded_prefixes(
+        self, prefixes: Sequence[PrefixCache | None], length: int
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, every row's prefix keys and values right-padded to `length` (one copy per distinct prefix)."""
+        distinct = list({id(prefix): prefix for prefix in prefixes if prefix is not None}.values())
+        row_of = {id(prefix): index for index, prefix in enumerate(distinct)}
+        rows = torch.tensor([row_of[id(p)] if p is not None else 0 for p in prefixes], device=self.device)
+
+        def padded(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+            return torch.cat([pad_tokens(tensor, length) for tensor in tensors]).index_select(0, rows)
+
+        return [
+            (padded([p.keys[layer] for p in distinct]), padded([p.values[layer] for p in distinct]))
+            for layer in range(len(distinct[0].keys))
+        ]
+
+
+def pad_tokens(tensor: torch.Tensor, length: int) -> torch.Tensor:
+    """(rows, heads, tokens, dim) zero-padded on the right to `length` tokens."""
+    return torch.nn.functional.pad(tensor, (0, 0, 0, length - tensor.shape[2]))
+
+
+def quantize_linear_layers(model: torch.nn.Module) -> torch.nn.Module:
+    """Every linear layer with int8 weights; activations are quantized per batch as they come (CPU only)."""
+    with warnings.catch_warnings():
+        # torch 2.13 announces that torch.ao quantization will move to torchao; the pinned torch still has it.
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*", category=UserWarning)
+        warnings.filterwarnings("ignore", message="torch.ao.quantization is deprecated", category=DeprecationWarning)
+        # In place: a copy would hold a second fp32 model in memory while the int8 one is built.
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)

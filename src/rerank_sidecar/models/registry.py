@@ -75,10 +75,11 @@ def load_scorer(settings: Settings) -> Scorer:
     resolved = resolve_model(settings)
     family = detect_family(resolved) if settings.model_family == "auto" else settings.model_family
     backend = pick_backend(settings, family)
-    if settings.quantize == "int8" and backend != "onnx":
+    qwen3_on_cpu = family == "qwen3" and pick_device(settings.device).type == "cpu"
+    if settings.quantize == "int8" and backend != "onnx" and not qwen3_on_cpu:
         raise ValueError(
-            f"RERANK_QUANTIZE=int8 needs the onnx backend, but the {family} model runs on {backend} here; "
-            "set RERANK_QUANTIZE=none, or RERANK_BACKEND=onnx with RERANK_DEVICE=cpu"
+            f"RERANK_QUANTIZE=int8 needs the onnx backend (or a qwen3 model on the CPU), but the {family} model "
+            f"runs on {backend} here; set RERANK_QUANTIZE=none, or RERANK_BACKEND=onnx with RERANK_DEVICE=cpu"
         )
     quantize = pick_quantize(settings, backend)
     return LOADERS[(family, backend)](resolved, settings.model_copy(update={"quantize": quantize}))
