@@ -21,7 +21,10 @@ bench load --model builtin --schedulers batched --workloads W1,W2 --scale 0.25 -
     --ceiling-pairs 0 --json "$out/builtin.json"
 bench load --model builtin --quantize int8 --schedulers batched --workloads W1,W2 --scale 0.25 --max-seconds 90 \
     --ceiling-pairs 0 --json "$out/builtin-int8.json"
-bench memory --consumers 1,2,4 --json "$out/memory.json"
+# Memory of N consumers, and of one sidecar serving two models against two sidecars, loaded and unloaded.
+bench memory --consumers 1,2,4 --models --json "$out/memory.json"
+# W2 sent to two models of one sidecar at once, against W2 on each model alone.
+bench models --scale 0.25 --max-seconds 90 --json "$out/models-load.json"
 # Qwen3-Reranker-0.6B's shape (random weights, real tokenizer, built once under the cache): under 1 pair/s
 # in fp32 here, so the runs are small. One inference thread: on these 2 shared cores, two threads' figures
 # swung 2x between passes of the same configuration. In-process: full prompts / prefix reuse / int8, peak RSS.

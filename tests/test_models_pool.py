@@ -273,3 +273,41 @@ def test_ensure_for_the_second_listed_model_reuses_the_running_sidecar(
         for process in server_processes(port):
             process.kill()
             wait_gone(process.pid)
+
+
+def test_two_models_take_turns_on_one_compute(
+    tiny_cross_encoder_dir: Path, tiny_qwen3_cache: TinyQwen3Cache, second_cross_encoder_dir: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tiny_qwen3_cache.hub_cache))
+    # Two pairs a batch, so each request is many forward passes and the models' passes can interleave.
+    pool = ModelPool(pool_settings(tmp_path, tiny_cross_encoder_dir, tiny_qwen3_cache, second_cross_encoder_dir,
+                                   max_batch_pairs=2), Metrics())
+    passes: list[tuple[str, float, float]] = []
+
+    def recorded(name: str, score_batch):  # type: ignore[no-untyped-def]
+        def timed(pairs):  # type: ignore[no-untyped-def]
+            started = time.perf_counter()
+            scores = score_batch(pairs)
+            passes.append((name, started, time.perf_counter()))
+            return scores
+        return timed
+
+    async def run() -> None:
+        for name in ("ce", "qwen"):
+            engine = pool.pick(name).engine
+            await engine.ensure_loaded()
+            monkeypatch.setattr(engine.scorer, "score_batch", recorded(name, engine.scorer.score_batch))
+        jobs = [pool.pick(name).engine.rerank(RerankJob(QUERY, DOCUMENTS * 4)) for name in ("ce", "qwen") * 3]
+        await asyncio.gather(*jobs)
+
+    try:
+        asyncio.run(run())
+    finally:
+        pool.stop()
+    passes.sort(key=lambda entry: entry[1])
+    assert len(passes) >= 2 * 3 * len(DOCUMENTS) * 4 // 2
+    for (_, _, ended), (_, started, _) in zip(passes, passes[1:]):
+        assert started >= ended, "two forward passes ran at once"
+    switches = sum(first != second for (first, _, _), (second, _, _) in zip(passes, passes[1:]))
+    assert switches >= 3, [name for name, _, _ in passes]

@@ -160,6 +160,7 @@ class Engine:
             self.state, self.error = "error", f"{type(exc).__name__}: {exc}"
             raise ModelUnavailable(self.error) from exc
         self.load_s = time.perf_counter() - started
+        await asyncio.to_thread(freeze_heap)
         self.memory_bytes = max(0, resident_bytes() - rss_before)
         self._budget = BatchBudget.for_scorer(self.settings, scorer.info)
         scheduler_type = MicroBatcher if self.settings.scheduler == "batched" else SerialScheduler
@@ -301,11 +302,25 @@ def release_model(scheduler: Scheduler | None, scorer: Scorer | None) -> None:
     if scorer is not None:
         scorer.close()
     del scheduler, scorer
+    gc.unfreeze()  # the model's objects were frozen with the rest at load: make them collectable again
     gc.collect()
+    gc.freeze()
     if sys.platform.startswith("linux"):
         # glibc keeps freed heap pages for reuse; malloc_trim returns them, so RSS falls after an unload.
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def freeze_heap() -> None:
+    """Moves every object alive now out of the garbage collector's sight.
+
+    A loaded model and its libraries are hundreds of thousands of long-lived objects, and each full
+    collection walked them all: 194-210 ms with the embedded model (423k objects, 2-core EPYC),
+    during which neither the event loop nor the model's worker runs (a /health probe waited 150-250
+    ms at the end of a 1000-document request). Frozen, a collection walks only what requests allocate.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def resident_bytes() -> int:
