@@ -208,9 +208,9 @@ def in_process_ceiling(settings_env: dict[str, str], passages: Sequence[str], qu
     return round(best[0], 2), best[1]
 
 
-def model_settings(model: str, backend: str, cache_dir: Path, quantize: str = "auto") -> dict[str, str]:
+def model_settings(model: str, backend: str, cache_dir: Path) -> dict[str, str]:
     """RERANK_* settings serving `model`: builtin, minilm-cross-encoder (built offline), or a path/hub id."""
-    settings = {"backend": backend, "cache_dir": str(cache_dir), "quantize": quantize}
+    settings = {"backend": backend, "cache_dir": str(cache_dir)}
     if model == "minilm-cross-encoder":
         from .models import build_minilm_cross_encoder
 
@@ -230,7 +230,7 @@ def run_load(args: argparse.Namespace) -> LoadReport:
     passages = [candidate.text for topic in benchmark.topics for candidate in topic.candidates]
     queries = [topic.query for topic in benchmark.topics]
     cache_dir = Path(args.cache_dir or user_cache_dir("rerank-sidecar"))
-    base = model_settings(args.model, args.backend, cache_dir, args.quantize)
+    base = model_settings(args.model, args.backend, cache_dir)
     if args.sweep:
         workloads = sweep_workloads([int(c) for c in args.sweep.split(",")], args.sweep_documents, args.sweep_requests)
     else:
@@ -265,16 +265,19 @@ _ServerSpec = tuple[str, dict[str, str], int | None, float]
 
 def _server_groups(args: argparse.Namespace, base: dict[str, str]) -> list[list[_ServerSpec]]:
     """The sidecars to compare, in groups that run side by side: all plain ones together, Ray ones alone."""
+    quantizes = args.quantize.split(",")
+    # Named by scheduler, and by RERANK_QUANTIZE too when the run compares several (e.g. "batched int8").
+    plain = [(scheduler if len(quantizes) == 1 else f"{scheduler} {quantize}",
+              {**base, "scheduler": scheduler, "quantize": quantize, "max_queued_pairs": "100000"})
+             for scheduler in args.schedulers.split(",") for quantize in quantizes]
     if not args.ray_replicas:
-        return [[(scheduler, {**base, "scheduler": scheduler, "max_queued_pairs": "100000"}, None, 120.0)
-                 for scheduler in args.schedulers.split(",")]]
+        return [[(name, settings, None, 120.0) for name, settings in plain]]
     groups = []
-    for scheduler in args.schedulers.split(","):
-        settings = {**base, "scheduler": scheduler, "max_queued_pairs": "100000",
-                    "ray_replica_cpus": str(args.ray_replica_cpus)}  # also each replica's threads
+    for name, plain_settings in plain:
+        settings = {**plain_settings, "ray_replica_cpus": str(args.ray_replica_cpus)}  # also each replica's threads
         for replicas in (int(count) for count in args.ray_replicas.split(",")):
             # One local Ray instance at a time; it starts, then each replica loads.
-            groups.append([(f"{scheduler} ray x{replicas}", settings, replicas, 300.0)])
+            groups.append([(f"{name} ray x{replicas}", settings, replicas, 300.0)])
     return groups
 
 
@@ -296,6 +299,9 @@ def comparisons(report: LoadReport) -> list[str]:
     by_key = {(r.configuration, r.workload): r for r in report.results}
     lines = []
     for workload in dict.fromkeys(r.workload for r in report.results):
+        auto, int8 = by_key.get(("batched auto", workload)), by_key.get(("batched int8", workload))
+        if auto and int8:
+            lines.append(f"{workload}: throughput default (auto) / int8 {auto.pairs_per_s / int8.pairs_per_s:.2f}x")
         batched, serial = by_key.get(("batched", workload)), by_key.get(("serial", workload))
         if batched and serial:
             lines.append(f"{workload}: throughput batched/serial {batched.pairs_per_s / serial.pairs_per_s:.2f}x, "
@@ -343,7 +349,8 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default="minilm-cross-encoder",
                         help="builtin, minilm-cross-encoder (MiniLM-L6-shaped, built offline), or a model path/id")
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
-    parser.add_argument("--quantize", default="auto", choices=["auto", "none", "int8"], help="RERANK_QUANTIZE")
+    parser.add_argument("--quantize", default="auto",
+                        help="RERANK_QUANTIZE of the sidecars; comma-separated (e.g. auto,int8) runs each side by side")
     parser.add_argument("--schedulers", default="batched,serial", help="comma-separated: batched,serial")
     parser.add_argument("--one-lock", action="store_true",
                         help="also run the seed's design (FastAPI + one asyncio.Lock + sentence-transformers "
