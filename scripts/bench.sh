@@ -16,11 +16,9 @@ bench load --model minilm-cross-encoder --ray-replicas 1,2 --ray-replica-cpus 1 
 # A/B in one run: the sidecar (MiniLM-L6 shape, int8) against the seed's one-lock design (bench/onelock.py).
 bench load --model minilm-cross-encoder --quantize int8 --schedulers batched --one-lock --scale 0.25 \
     --max-seconds 90 --ceiling-pairs 0 --json "$out/ab.json"
-# The embedded default with default settings (RERANK_QUANTIZE=auto), then with int8 set.
-bench load --model builtin --schedulers batched --workloads W1,W2 --scale 0.25 --max-seconds 90 \
-    --ceiling-pairs 0 --json "$out/builtin.json"
-bench load --model builtin --quantize int8 --schedulers batched --workloads W1,W2 --scale 0.25 --max-seconds 90 \
-    --ceiling-pairs 0 --json "$out/builtin-int8.json"
+# The embedded default with default settings (RERANK_QUANTIZE=auto) and with int8 set, side by side.
+bench load --model builtin --quantize auto,int8 --schedulers batched --workloads W1,W2 --scale 0.25 \
+    --max-seconds 90 --ceiling-pairs 0 --json "$out/builtin.json"
 # Memory of N consumers, and of one sidecar serving two models against two sidecars, loaded and unloaded.
 bench memory --consumers 1,2,4 --models --json "$out/memory.json"
 # W2 sent to two models of one sidecar at once, against W2 on each model alone.

@@ -215,9 +215,9 @@ def in_process_ceiling(settings_env: dict[str, str], passages: Sequence[str], qu
     return round(best[0], 2), best[1]
 
 
-def model_settings(model: str, backend: str, cache_dir: Path, quantize: str = "auto") -> dict[str, str]:
+def model_settings(model: str, backend: str, cache_dir: Path) -> dict[str, str]:
     """RERANK_* settings serving `model`: builtin, minilm-cross-encoder (built offline), or a path/hub id."""
-    settings = {"backend": backend, "cache_dir": str(cache_dir), "quantize": quantize}
+    settings = {"backend": backend, "cache_dir": str(cache_dir)}
     if model == "qwen3-0.6b":
         from .qwen3 import qwen3_model_dir
 
@@ -241,7 +241,7 @@ def run_load(args: argparse.Namespace) -> LoadReport:
     passages = [candidate.text for topic in benchmark.topics for candidate in topic.candidates]
     queries = [topic.query for topic in benchmark.topics]
     cache_dir = Path(args.cache_dir or user_cache_dir("rerank-sidecar"))
-    base = model_settings(args.model, args.backend, cache_dir, args.quantize)
+    base = model_settings(args.model, args.backend, cache_dir)
     if args.threads:
         base["threads"] = str(args.threads)
     if args.sweep:
@@ -267,7 +267,9 @@ def run_load(args: argparse.Namespace) -> LoadReport:
                     for name, server in servers:
                         results.append(asyncio.run(run_workload(
                             server.url, workload, passages, queries, args.max_seconds, progress, name)))
-    ceiling = in_process_ceiling(base, passages[: args.ceiling_pairs], queries[0]) if args.ceiling_pairs else None
+    ceiling_settings = {**base, "quantize": args.quantize.split(",")[0]}
+    ceiling = (in_process_ceiling(ceiling_settings, passages[: args.ceiling_pairs], queries[0])
+               if args.ceiling_pairs else None)
     return LoadReport(model=args.model, backend=args.backend, quantize=args.quantize, results=results,
                       ceiling_pairs_per_s=ceiling[0] if ceiling else None, ceiling_layout=ceiling[1] if ceiling else None,
                       ray_replica_cpus=args.ray_replica_cpus if args.ray_replicas else None)
@@ -279,17 +281,20 @@ _ServerSpec = tuple[str, dict[str, str], int | None, float]
 
 def _server_groups(args: argparse.Namespace, base: dict[str, str]) -> list[list[_ServerSpec]]:
     """The sidecars to compare, in groups that run side by side: all plain ones together, Ray ones alone."""
+    quantizes = args.quantize.split(",")
+    # Named by scheduler, and by RERANK_QUANTIZE too when the run compares several (e.g. "batched int8").
+    plain = [(scheduler + ("" if len(quantizes) == 1 else f" {quantize}") + reuse_name,
+              {**base, **reuse, "scheduler": scheduler, "quantize": quantize, "max_queued_pairs": "100000"})
+             for scheduler in args.schedulers.split(",") for quantize in quantizes
+             for reuse_name, reuse in _prefix_reuse_variants(args)]
     if not args.ray_replicas:
-        return [[(scheduler + reuse_name, {**base, **reuse, "scheduler": scheduler, "max_queued_pairs": "100000"},
-                  None, 120.0)
-                 for scheduler in args.schedulers.split(",") for reuse_name, reuse in _prefix_reuse_variants(args)]]
+        return [[(name, settings, None, 120.0) for name, settings in plain]]
     groups = []
-    for scheduler in args.schedulers.split(","):
-        settings = {**base, "scheduler": scheduler, "max_queued_pairs": "100000",
-                    "ray_replica_cpus": str(args.ray_replica_cpus)}  # also each replica's threads
+    for name, plain_settings in plain:
+        settings = {**plain_settings, "ray_replica_cpus": str(args.ray_replica_cpus)}  # also each replica's threads
         for replicas in (int(count) for count in args.ray_replicas.split(",")):
             # One local Ray instance at a time; it starts, then each replica loads.
-            groups.append([(f"{scheduler} ray x{replicas}", settings, replicas, 300.0)])
+            groups.append([(f"{name} ray x{replicas}", settings, replicas, 300.0)])
     return groups
 
 
@@ -319,6 +324,9 @@ def comparisons(report: LoadReport) -> list[str]:
     by_key = {(r.configuration, r.workload): r for r in report.results}
     lines = []
     for workload in dict.fromkeys(r.workload for r in report.results):
+        auto, int8 = by_key.get(("batched auto", workload)), by_key.get(("batched int8", workload))
+        if auto and int8:
+            lines.append(f"{workload}: throughput default (auto) / int8 {auto.pairs_per_s / int8.pairs_per_s:.2f}x")
         batched, serial = by_key.get(("batched", workload)), by_key.get(("serial", workload))
         if batched and serial:
             lines.append(f"{workload}: throughput batched/serial {batched.pairs_per_s / serial.pairs_per_s:.2f}x, "
@@ -375,7 +383,8 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
                         help="builtin, minilm-cross-encoder (MiniLM-L6-shaped, built offline), qwen3-0.6b "
                              "(Qwen3-Reranker-0.6B-shaped, built offline), or a model path/id")
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
-    parser.add_argument("--quantize", default="auto", choices=["auto", "none", "int8"], help="RERANK_QUANTIZE")
+    parser.add_argument("--quantize", default="auto",
+                        help="RERANK_QUANTIZE of the sidecars; comma-separated (e.g. auto,int8) runs each side by side")
     parser.add_argument("--schedulers", default="batched,serial", help="comma-separated: batched,serial")
     parser.add_argument("--one-lock", action="store_true",
                         help="also run the seed's design (FastAPI + one asyncio.Lock + sentence-transformers "

@@ -26,7 +26,6 @@ RESULT_FILES = {
     "ray": "ray.json",
     "ab": "ab.json",
     "builtin": "builtin.json",
-    "builtin-int8": "builtin-int8.json",
     "memory": "memory.json",
     "models_load": "models-load.json",
     "qwen3": "qwen3-backends.json",
@@ -118,17 +117,6 @@ def _models_load(report: ModelsLoadReport) -> list[str]:
     return lines + [f"- {line.strip()}" for line in models_comparisons(report)] + [""]
 
 
-def _default_vs_int8(results: Path) -> list[str]:
-    """Pairs/s of the embedded default with default settings over its figure with RERANK_QUANTIZE=int8."""
-    default_file = results / RESULT_FILES["builtin"]
-    if not default_file.is_file():
-        return []
-    default = {r.workload: r for r in LoadReport.model_validate_json(default_file.read_text()).results}
-    int8 = LoadReport.model_validate_json((results / RESULT_FILES["builtin-int8"]).read_text()).results
-    return [f"- {r.workload}: default settings / int8 {default[r.workload].pairs_per_s / r.pairs_per_s:.2f}x"
-            for r in int8 if r.workload in default and r.configuration == default[r.workload].configuration] + [""]
-
-
 def _memory(report: MemoryReport) -> list[str]:
     lines = [f"## Memory: one sidecar vs N in-process copies (`{report.model}`)", "",
              "Sidecar rows: the sidecar plus N thin HTTP client processes. In-process rows: N processes that each "
@@ -181,9 +169,8 @@ def render(results: Path, plot_link: str | None) -> str:
         "sweep": lambda text: _load(LoadReport.model_validate_json(text), "Concurrency sweep"),
         "ray": lambda text: _load(LoadReport.model_validate_json(text), "Ray Serve: 1 and 2 replicas"),
         "ab": lambda text: _load(LoadReport.model_validate_json(text), "A/B: the sidecar against the one-lock design"),
-        "builtin": lambda text: _load(LoadReport.model_validate_json(text), "The embedded default, default settings"),
-        "builtin-int8": lambda text: _load(LoadReport.model_validate_json(text), "The embedded default, int8")
-        + _default_vs_int8(results),
+        "builtin": lambda text: _load(LoadReport.model_validate_json(text),
+                                      "The embedded default: default settings and int8 side by side"),
         "memory": lambda text: _memory(MemoryReport.model_validate_json(text)),
         "models_load": lambda text: _models_load(ModelsLoadReport.model_validate_json(text)),
         "qwen3": lambda text: _qwen3(Qwen3Report.model_validate_json(text)),
