@@ -11,6 +11,7 @@ import asyncio
 import json
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -221,17 +222,19 @@ def test_a_request_arriving_during_an_unload_waits_and_succeeds(
 
     async def run() -> tuple:
         first = await engine.rerank(RerankJob(QUERY, DOCUMENTS))
+        released = weakref.ref(engine.scorer)
         unloading = asyncio.create_task(engine.unload())
         await asyncio.sleep(0.1)
         state_meanwhile = engine.state
         second = await engine.rerank(RerankJob(QUERY, DOCUMENTS))
-        return first, second, state_meanwhile, await unloading
+        return first, second, state_meanwhile, await unloading, released
 
     try:
-        first, second, state_meanwhile, unloaded = asyncio.run(run())
+        first, second, state_meanwhile, unloaded, released = asyncio.run(run())
     finally:
         pool.stop()
     assert state_meanwhile == "unloading" and unloaded is True
+    assert released() is None, "the unloaded model is still referenced, so its memory cannot go back"
     assert second.raw.tolist() == pytest.approx(first.raw.tolist(), abs=1e-6)
     assert engine.state == "ready"  # loaded again for the request
 

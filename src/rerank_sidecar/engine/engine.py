@@ -183,9 +183,11 @@ class Engine:
             if self.state != "ready" or self.busy:
                 return False
             self.state = "unloading"
-            scheduler, scorer = self._scheduler, self.scorer
+            # Handed over in a list the release empties: a reference left anywhere (a local here, the
+            # thread call's arguments) would keep the whole model alive.
+            held: list[Scheduler | Scorer] = [self.scorer, self._scheduler]  # popped last first: worker, then scorer
             self._scheduler = self.scorer = self._budget = None
-            await asyncio.to_thread(release_model, scheduler, scorer)
+            await asyncio.to_thread(release_model, held)
             self.state, self.memory_bytes = "idle", None
             self.metrics.model_loaded.set(0)
             self.metrics.model_unloads.inc()
@@ -295,13 +297,16 @@ class Engine:
             self.scorer.close()
 
 
-def release_model(scheduler: Scheduler | None, scorer: Scorer | None) -> None:
-    """Stops the scheduler's worker, closes the scorer, and hands the freed memory back to the OS where it can."""
-    if scheduler is not None:
-        scheduler.stop()
-    if scorer is not None:
-        scorer.close()
-    del scheduler, scorer
+def release_model(held: list[Scheduler | Scorer]) -> None:
+    """Stops the scheduler's worker, then closes the scorer (emptying `held`), and hands the freed memory back to
+    the OS where it can."""
+    while held:
+        part = held.pop()
+        if isinstance(part, Scorer):
+            part.close()
+        else:
+            part.stop()
+        del part
     gc.unfreeze()  # the model's objects were frozen with the rest at load: make them collectable again
     gc.collect()
     gc.freeze()
