@@ -35,6 +35,7 @@ activations quantized per batch), prefix reuse included; the two head rows stay 
 
 from __future__ import annotations
 
+import gc
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -130,7 +131,9 @@ class Qwen3RerankerScorer(Scorer):
         self.model = causal_lm.model.to(self.device).eval()
         if settings.quantize == "int8":
             self.model = quantize_linear_layers(self.model)
-        self.max_length = min(settings.max_length, causal_lm.config.max_position_embeddings)
+            del causal_lm, head_weight
+            gc.collect()  # the checkpoint's memory map goes with the last cycle that referenced its fp32 weights
+        self.max_length = min(settings.max_length, self.model.config.max_position_embeddings)
         self.prefix_ids = self.tokenizer.encode(PROMPT_PREFIX, add_special_tokens=False)
         self.suffix_ids = self.tokenizer.encode(PROMPT_SUFFIX, add_special_tokens=False)
         self.body_budget = self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
@@ -325,4 +328,10 @@ def quantize_linear_layers(model: torch.nn.Module) -> torch.nn.Module:
         warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*", category=UserWarning)
         warnings.filterwarnings("ignore", message="torch.ao.quantization is deprecated", category=DeprecationWarning)
         # In place: a copy would hold a second fp32 model in memory while the int8 one is built.
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    # The float parameters left (embeddings, norms) may be views of the memory-mapped checkpoint, which then
+    # stays mapped with every fp32 page the quantizer read: owning copies let it go (0.6B shape: 2.86 GB of
+    # RSS after load before, 1.71 GB after, on the 2-core EPYC).
+    for parameter in model.parameters():
+        parameter.data = parameter.data.clone()
+    return model
