@@ -218,7 +218,8 @@ def _run_qwen3(args: argparse.Namespace, settings: Settings) -> int:
     from ..models.device import inference_threads
     from .qwen3 import run_qwen3
 
-    report = run_qwen3(Path(args.data), args.pairs, args.passes, settings.cache_dir, inference_threads(settings.threads))
+    threads = inference_threads(settings.threads)
+    report = run_qwen3(Path(args.data), args.pairs, args.passes, settings.cache_dir, threads)
     console.print(f"Qwen3-0.6B shape: prefix reuse / full prompts = {report.reuse_over_full}x, "
                   f"int8 with reuse / fp32 full prompts = {report.int8_reuse_over_full}x")
     if args.json_out:

@@ -174,7 +174,8 @@ def _run(args: argparse.Namespace) -> int:
     benchmark = load_benchmark(Path(args.data)).limited(args.max_topics, args.max_candidates)
     if args.a or args.b:
         if not (args.a and args.b):
-            raise SystemExit("bench quality: give both --a and --b (e.g. --a RERANK_QUANTIZE=none --b RERANK_QUANTIZE=int8)")
+            raise SystemExit("bench quality: give both --a and --b "
+                             "(e.g. --a RERANK_QUANTIZE=none --b RERANK_QUANTIZE=int8)")
         try:
             report: QualityReport | SettingsComparison = compare_settings(benchmark, args.data, args.a, args.b)
         except ValueError as exc:

@@ -102,7 +102,8 @@ def _probe(model_dir: str, precision: str, data: str) -> None:
                                                       "truncate", 1)]
     batch = [pairs[index] for index in BatchBudget.for_scorer(settings, scorer.info).plan([p.cost for p in pairs])[0]]
     scorer.score_batch(batch)
-    print(json.dumps({"precision": precision, "loaded_mib": round(loaded, 1), "peak_mib": round(_status_mib("VmHWM"), 1),
+    peak = _status_mib("VmHWM")
+    print(json.dumps({"precision": precision, "loaded_mib": round(loaded, 1), "peak_mib": round(peak, 1),
                       "batch_pairs": len(batch), "batch_tokens": sum(len(pair.input_ids) for pair in batch)}))
 
 

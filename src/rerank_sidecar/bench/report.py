@@ -141,7 +141,8 @@ def _models_memory(report: MemoryReport) -> list[str]:
 
 def _qwen3(report: Qwen3Report) -> list[str]:
     full = report.speed[0].pairs_per_s
-    lines = [f"## Qwen3-Reranker-0.6B shape in-process ({report.threads} threads)", "",
+    threads = f"{report.threads} thread" + ("s" if report.threads != 1 else "")
+    lines = [f"## Qwen3-Reranker-0.6B shape in-process ({threads})", "",
              "Qwen3-Reranker-0.6B's published config with random weights and the real Qwen3 tokenizer "
              "(`bench/stand_ins.py`), the same TREC DL 2020 pairs for each configuration (one query's passages); "
              f"pairs/s is the median of {len(report.speed[0].passes_pairs_per_s)} passes, the configurations "
