@@ -48,7 +48,7 @@ class Qwen3Report(BaseModel):
 
 def qwen3_model_dir(cache_dir: Path) -> Path:
     """The Qwen3-Reranker-0.6B-shaped benchmark model, built on first use and cached under `cache_dir`."""
-    from .models import build_qwen3_reranker_0_6b
+    from .stand_ins import build_qwen3_reranker_0_6b
 
     return build_qwen3_reranker_0_6b(cache_dir / "bench-models" / "qwen3-reranker-0.6b-shape")
 
