@@ -32,6 +32,11 @@ RERANK_THREADS=1 bench backends --model qwen3-0.6b --pairs 16 --passes 2 --json 
 bench load --model qwen3-0.6b --backend torch --threads 1 --schedulers batched --prefix-reuse on,off \
     --workloads W1 --w1-documents 16 --scale 0.1 --warm-up-clients 1 --ceiling-pairs 16 --max-seconds 150 \
     --json "$out/qwen3-load.json"
+# W2's shape in int8 (about 2.5 pairs/s with reuse here): 16 of its 32 clients send one 5-document request
+# each, 80 pairs at once, so that every request ends within the sidecar's 120 s deadline.
+bench load --model qwen3-0.6b --backend torch --threads 1 --quantize int8 --schedulers batched \
+    --prefix-reuse on,off --workloads W2 --scale 0.04 --warm-up-clients 1 --ceiling-pairs 0 --max-seconds 150 \
+    --json "$out/qwen3-load-w2.json"
 # The quality run scores through a live sidecar on the embedded default and in-process, side by side.
 port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 RERANK_SIDECAR_PORT=$port .venv/bin/rerank-sidecar serve --log-level warning &

@@ -30,6 +30,7 @@ RESULT_FILES = {
     "models_load": "models-load.json",
     "qwen3": "qwen3-backends.json",
     "qwen3-load": "qwen3-load.json",
+    "qwen3-load-w2": "qwen3-load-w2.json",
 }
 SWEEP_PLOT = "sweep.png"
 
@@ -177,6 +178,8 @@ def render(results: Path, plot_link: str | None) -> str:
         "qwen3": lambda text: _qwen3(Qwen3Report.model_validate_json(text)),
         "qwen3-load": lambda text: _load(LoadReport.model_validate_json(text),
                                          "Qwen3-Reranker-0.6B shape through the sidecar, prefix reuse on and off"),
+        "qwen3-load-w2": lambda text: _load(LoadReport.model_validate_json(text),
+                                            "Qwen3-Reranker-0.6B shape, W2's shape in int8, prefix reuse on and off"),
     }
     for name, file_name in RESULT_FILES.items():
         path = results / file_name
