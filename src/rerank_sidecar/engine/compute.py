@@ -16,7 +16,8 @@ class SharedCompute:
     `turn()` admits one forward pass at a time, in the order the models' worker threads ask (a
     ticket lock): two models never run their intra-op thread pools at once, and a model whose worker
     always has a batch ready cannot starve another, which gets the very next turn. `check_room`
-    holds the pairs queued for all models together within RERANK_MAX_QUEUED_PAIRS.
+    holds the pairs queued for all models together within RERANK_MAX_QUEUED_PAIRS; each model's own
+    queue is bounded by its scheduler, which also knows its throughput for Retry-After.
     """
 
     def __init__(self, max_queued_pairs: int) -> None:
@@ -45,8 +46,9 @@ class SharedCompute:
         """Counts one model's queue toward the shared bound."""
         self._queues.append(queued_pairs)
 
-    def check_room(self, pairs: int) -> None:
-        """QueueFull when `pairs` more would take the models' queues together past the bound."""
+    def check_room(self, pairs: int, own_queued: int) -> None:
+        """QueueFull when `pairs` more would take the models' queues together past the bound, though the asking
+        model's own queue (`own_queued`, which its scheduler bounds) has room for them."""
         queued = sum(queue() for queue in self._queues)
-        if queued + pairs > self.max_queued_pairs and pairs <= self.max_queued_pairs:
+        if queued + pairs > self.max_queued_pairs and own_queued + pairs <= self.max_queued_pairs:
             raise QueueFull(queued, self.max_queued_pairs, retry_after_seconds(queued, 0))

@@ -133,6 +133,7 @@ class Engine:
     async def load(self) -> LoadReport:
         """Loads the model unless loaded (concurrent callers share one load), then runs a tiny forward pass."""
         already = self.state == "ready"
+        await self.ensure_loaded()
         started = time.perf_counter()
         outcome = await self.rerank(RerankJob(query="warm-up", documents=["warm-up"]), use_cache=False)
         assert self.load_s is not None
@@ -207,7 +208,9 @@ class Engine:
         long_docs = "truncate" if job.refuse_overlong else job.long_docs or self.settings.long_docs
         max_chunks = job.max_chunks or self.settings.max_chunks_per_doc
         instruction = job.instruction or self.settings.instruction
-        documents, cut = await asyncio.to_thread(self._fit_documents, scorer, job, instruction, long_docs)
+        documents, cut = job.documents, set()
+        if job.max_document_tokens is not None or self._keeps_ends(job, long_docs):
+            documents, cut = await asyncio.to_thread(self._fit_documents, scorer, job, instruction, long_docs)
         cache = self._cache if use_cache else None
         options = f"{long_docs}|{max_chunks}|{job.truncation_side}"
         keys = [self._key(scorer, instruction, options, job.query, doc) for doc in documents] if cache is not None else []
@@ -246,11 +249,16 @@ class Engine:
         documents, cut = job.documents, set()
         if job.max_document_tokens is not None:
             documents, cut = scorer.cut_documents(documents, job.max_document_tokens)
-        if job.truncation_side == "left" and long_docs == "truncate" and not job.refuse_overlong:
+        if Engine._keeps_ends(job, long_docs):
             room = scorer.document_room(job.query, instruction)
             documents, kept_ends = scorer.keep_document_ends(documents, room)
             cut |= kept_ends
         return documents, cut
+
+    @staticmethod
+    def _keeps_ends(job: RerankJob, long_docs: LongDocs) -> bool:
+        """Whether the job truncates on the left: its documents are cut to the end that fits before encoding."""
+        return job.truncation_side == "left" and long_docs == "truncate" and not job.refuse_overlong
 
     @staticmethod
     def _refuse_overlong(
@@ -267,7 +275,7 @@ class Engine:
         """Scores every window of every document in one submission; a document keeps its best window."""
         assert self._scheduler is not None
         windows = [window for document in documents for window in document.windows]
-        self._compute.check_room(len(windows))
+        self._compute.check_room(len(windows), self.queued_pairs)
         try:
             async with asyncio.timeout(self.settings.request_timeout_s):
                 raw = await self._scheduler.score(windows)
