@@ -14,8 +14,8 @@ import numpy as np
 from ..metrics import ModelMetrics
 from ..models.base import EncodedPair, Scorer
 from .compute import SharedCompute
-from .errors import QueueFull, RequestTooLarge, SchedulerStopped
-from .scheduler import BatchBudget, retry_after_seconds
+from .errors import SchedulerStopped
+from .scheduler import BatchBudget, check_admission
 
 # Weight of the newest batch in the moving average of throughput used for Retry-After.
 _THROUGHPUT_SMOOTHING = 0.2
@@ -53,11 +53,6 @@ class _Job:
     @property
     def unscheduled(self) -> int:
         return len(self.order) - self.cursor
-
-    @property
-    def unscheduled_tokens(self) -> int:
-        """Tokens of the pairs not yet in a round."""
-        return sum(self.pairs[index].cost for index in self.order[self.cursor :])
 
     def take(self) -> _Slot:
         """The next (longest) pair not yet in a round."""
@@ -140,10 +135,7 @@ class MicroBatcher:
         with self._cond:
             if self._stopping:
                 raise SchedulerStopped("the sidecar is shutting down")
-            if n > self._max_queued:
-                raise RequestTooLarge(n, self._max_queued)
-            if self._queued + n > self._max_queued:
-                raise QueueFull(self._queued, self._max_queued, retry_after_seconds(self._queued, self._pairs_per_second))
+            check_admission(n, self._queued, self._max_queued, self._pairs_per_second)
             self._jobs.append(job)
             self._queued += n
             self._metrics.queue_depth.set(self._queued)
@@ -163,7 +155,6 @@ class MicroBatcher:
 
     def _take_round(self) -> None:
         """Fills `_round` with the next round's batches. Caller holds the lock; at least one request waits."""
-        self._jobs = deque(job for job in self._jobs if job.unscheduled > 0)
         if len(self._jobs) == 1:
             slots = self._take_alone(self._jobs[0])
         else:

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..config import Settings
 from ..models.base import EncodedPair, ScorerInfo
+from .errors import QueueFull, RequestTooLarge
 
 # A CPU scores fastest when a batch's activations stay in cache: on a 2-core EPYC, MiniLM-L6 went
 # from 25 pairs/s at 16384 tokens per batch to 45 at 1024-2048 (torch and onnx alike). A GPU wants
@@ -75,6 +76,14 @@ class BatchBudget:
             batches.append(order[last_start[end] : end])
             end = last_start[end]
         return batches[::-1]
+
+
+def check_admission(pairs: int, queued_pairs: int, max_queued_pairs: int, pairs_per_second: float) -> None:
+    """RequestTooLarge when `pairs` could never fit the queue; QueueFull, with Retry-After, when they do not fit now."""
+    if pairs > max_queued_pairs:
+        raise RequestTooLarge(pairs, max_queued_pairs)
+    if queued_pairs + pairs > max_queued_pairs:
+        raise QueueFull(queued_pairs, max_queued_pairs, retry_after_seconds(queued_pairs, pairs_per_second))
 
 
 def retry_after_seconds(queued_pairs: int, pairs_per_second: float) -> int:

@@ -12,8 +12,8 @@ import numpy as np
 from ..metrics import ModelMetrics
 from ..models.base import EncodedPair, Scorer
 from .compute import SharedCompute
-from .errors import QueueFull, RequestTooLarge, SchedulerStopped
-from .scheduler import BatchBudget, retry_after_seconds
+from .errors import SchedulerStopped
+from .scheduler import BatchBudget, check_admission
 
 
 class SerialScheduler:
@@ -46,10 +46,7 @@ class SerialScheduler:
         n = len(pairs)
         if self._stopping:
             raise SchedulerStopped("the sidecar is shutting down")
-        if n > self._max_queued:
-            raise RequestTooLarge(n, self._max_queued)
-        if self._queued + n > self._max_queued:
-            raise QueueFull(self._queued, self._max_queued, retry_after_seconds(self._queued, 0))
+        check_admission(n, self._queued, self._max_queued, 0)
         self._queued += n
         self._metrics.queue_depth.set(self._queued)
         handed_over = False
