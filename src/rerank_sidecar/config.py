@@ -1,4 +1,4 @@
-"""All settings in one class, read from the environment, then `.env`, then `.env.local`."""
+"""All settings in one class. A value set in the environment wins over `.env.local`, which wins over `.env`."""
 
 from __future__ import annotations
 
@@ -63,7 +63,9 @@ class Settings(BaseSettings):
     model_family: ModelFamily = Field(
         "auto", description="Scorer family; auto detects it from the model config."
     )
-    model_aliases: str = Field("", description="Comma-separated extra names the Cohere/Jina routes accept.")
+    model_aliases: str = Field(
+        "", description="Comma-separated extra names requests may send as `model`, on every route that takes one."
+    )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto: cuda, then mps, then cpu.")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="auto: float16 on GPU, float32 on CPU."
@@ -126,7 +128,9 @@ class Settings(BaseSettings):
     allow_unauthenticated: bool = Field(False, description="Allow a non-loopback bind without an API key.")
 
     # --- Ray Serve (`serve --ray`, extra rerank-sidecar[ray]) ---
-    ray_min_replicas: int = Field(1, ge=1, description="Fewest replicas (each one model and one engine).")
+    ray_min_replicas: int = Field(
+        1, ge=1, description="Fewest replicas (each a whole sidecar, with its own engines)."
+    )
     ray_max_replicas: int = Field(
         1, ge=1, description="Most replicas; above the fewest, Ray autoscales between the two."
     )

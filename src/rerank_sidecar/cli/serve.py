@@ -64,12 +64,14 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 
 
 def add_serve(commands: argparse._SubParsersAction) -> None:
-    serve = commands.add_parser("serve", help="serve the configured model over HTTP (one process, one model)")
+    serve = commands.add_parser(
+        "serve", help="serve the configured models over HTTP: RERANK_MODEL_NAME's, or every one of RERANK_MODELS"
+    )
     serve.add_argument("--host", help="bind address (default RERANK_SIDECAR_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default RERANK_SIDECAR_PORT, 8765)")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.add_argument("--ray", action="store_true",
-                       help="serve on Ray Serve replicas, one model each (needs the extra rerank-sidecar[ray])")
+                       help="serve on Ray Serve replicas, each a whole sidecar (needs the extra rerank-sidecar[ray])")
     serve.add_argument("--replicas", type=int, help="with --ray: this many replicas, fixed "
                        "(default RERANK_RAY_MIN_REPLICAS to RERANK_RAY_MAX_REPLICAS, autoscaled)")
     serve.add_argument("--address", help="with --ray: an existing Ray cluster "
