@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rerank_sidecar.api.app import create_app
-from rerank_sidecar.api.dialect import PEEK_BYTES, Dialect, top_level_keys
+from rerank_sidecar.api.dialect import PEEK_BYTES, Dialect, body_dialect, top_level_keys
 from rerank_sidecar.config import Settings
 
 QUERY = "What fruit is red and crunchy?"
@@ -185,21 +185,24 @@ def test_a_body_with_both_shapes_is_refused_in_the_native_shape(unloadable_app: 
 
 
 @pytest.mark.parametrize(
-    ("prefix", "keys"),
+    ("prefix", "keys", "dialect"),
     [
-        (b'{"query": "q", "texts": ["a"]}', {"query", "texts"}),
-        (b'{"query": "say \\"texts\\":", "documents": [{"texts": 1}]}', {"query", "documents"}),
-        (b'{"a": {"texts": [1, {"b": 2}]}, "c": 3}', {"a", "c"}),
-        (b'{"\\u0074exts": []}', {"texts"}),
-        (b'{"query": "cut sho', {"query"}),  # the string the peek cuts ends the scan
-        (b'{"query": "a", "texts": ["x", "y", "z', {"query", "texts"}),
-        (b'[{"texts": 1}]', set()),
-        (b"query=q&texts=a", set()),
-        (b"", set()),
+        (b'{"query": "q", "texts": ["a"]}', ["query", "texts"], Dialect.TEI),
+        (b' {"texts" : ["a"] , "query":"q"}', ["texts", "query"], Dialect.TEI),
+        (b'{"query": "say \\"texts\\":", "documents": [{"texts": 1}]}', ["query", "documents"], Dialect.NATIVE),
+        (b'{"a": {"texts": [1, {"b": 2}]}, "c": 3}', ["a", "c"], Dialect.NATIVE),
+        (b'{"\\u0074exts": []}', ["texts"], Dialect.TEI),
+        (b'{"texts": [], "documents": []}', ["texts", "documents"], Dialect.NATIVE),
+        (b'{"query": "cut sho', ["query"], Dialect.NATIVE),  # a value the peek cuts ends the keys
+        (b'{"query": "a", "texts": ["x", "y", "z', ["query", "texts"], Dialect.TEI),
+        (b'[{"texts": 1}]', [], Dialect.NATIVE),
+        (b"query=q&texts=a", [], Dialect.NATIVE),
+        (b"", [], Dialect.NATIVE),
     ],
 )
-def test_top_level_keys_of_a_body_prefix(prefix: bytes, keys: set[str]) -> None:
-    assert top_level_keys(prefix) == keys
+def test_the_dialect_of_a_body_prefix(prefix: bytes, keys: list[str], dialect: Dialect) -> None:
+    assert list(top_level_keys(prefix)) == keys
+    assert body_dialect(prefix) is dialect
 
 
 # ---------------------------------------------------------------- every dialect, one scoring entry (tiny model)

@@ -3,8 +3,8 @@
 `POST /rerank` takes two bodies, as llama.cpp's server does: text-embeddings-inference's, which names
 its documents `texts`, and the native one. Every other route speaks the native dialect. The decision
 is made before any layer can answer: `RequestContextMiddleware` calls `decide_dialect` first, which
-reads the top-level keys in the body's first `PEEK_BYTES` (a TEI body holds `texts` and no
-`documents`). So the 401 of the API key and the 413 of the body limit, given before the body is read
+reads the top-level keys in the body's first `PEEK_BYTES` (`body_dialect`: a TEI body holds
+`texts` and no `documents`). So the 401 of the API key and the 413 of the body limit, given before the body is read
 in full, come in the request's dialect too. The decision lives in a context variable for the length
 of the request: the body's validation (routes.RerankBody), the error handlers, the API key and body
 limit middlewares and the 500 of an unexpected exception all read `current_dialect`.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from enum import Enum
@@ -41,8 +41,8 @@ PEEK_BYTES = 64 * 1024
 
 _current: ContextVar[Dialect] = ContextVar("rerank_sidecar_dialect", default=Dialect.NATIVE)
 
-# A whole JSON string, a string cut short by the end of the bytes, or a bracket or colon.
-_JSON_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|"|[{}\[\]:]', re.DOTALL)
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\n\r]*")
 
 
 def current_dialect() -> Dialect:
@@ -50,34 +50,43 @@ def current_dialect() -> Dialect:
     return _current.get()
 
 
-def dialect_of_keys(keys: Collection[str]) -> Dialect:
-    """TEI's when a body's top-level keys hold `texts` and not `documents`; native otherwise."""
-    return Dialect.TEI if "texts" in keys and "documents" not in keys else Dialect.NATIVE
+def body_dialect(prefix: bytes) -> Dialect:
+    """TEI's when the top-level keys in `prefix` (a body's first bytes) hold `texts` and not `documents`."""
+    has_texts = False
+    for key in top_level_keys(prefix):
+        if key == "documents":
+            return Dialect.NATIVE
+        has_texts = has_texts or key == "texts"
+    return Dialect.TEI if has_texts else Dialect.NATIVE
 
 
-def top_level_keys(prefix: bytes) -> set[str]:
-    """The keys of the JSON object that `prefix` opens, as far as it goes; nested objects' keys are not counted."""
-    keys: set[str] = set()
-    depth, last_string = 0, None
-    for match in _JSON_TOKEN.finditer(prefix):
-        token = match.group()
-        if token == b'"':
-            break  # a string the prefix cuts: nothing after its opening quote is structure
-        if token in (b"{", b"["):
-            depth += 1
-        elif token in (b"}", b"]"):
-            depth -= 1
-        elif token == b":" and depth == 1 and last_string is not None:
-            keys.add(_decoded_key(last_string))
-        last_string = token if token.startswith(b'"') else None
-    return keys
+def top_level_keys(prefix: bytes) -> Iterator[str]:
+    """The keys of the JSON object `prefix` opens, in order, as far as it goes whole; values are skipped unread.
 
-
-def _decoded_key(token: bytes) -> str:
+    A value the prefix cuts, or anything that is not JSON, ends the keys.
+    """
+    text = prefix.decode("utf-8", "ignore")  # "ignore": the prefix may cut a character in two
+    at = _SPACE.match(text).end()
+    if text[at:at + 1] != "{":
+        return
+    at += 1
     try:
-        return json.loads(token)
-    except ValueError:  # invalid escapes or UTF-8: no key a dialect looks for
-        return ""
+        while True:
+            at = _SPACE.match(text, at).end()
+            if text[at:at + 1] != '"':
+                return
+            key, at = json.decoder.scanstring(text, at + 1)
+            at = _SPACE.match(text, at).end()
+            if text[at:at + 1] != ":":
+                return
+            yield key
+            _, at = _DECODER.raw_decode(text, _SPACE.match(text, at + 1).end())  # C speed, like json.loads
+            at = _SPACE.match(text, at).end()
+            if text[at:at + 1] != ",":
+                return
+            at += 1
+    except ValueError:  # a string or value the prefix cuts, or not JSON
+        return
 
 
 async def decide_dialect(scope: Scope, receive: Receive) -> tuple[Dialect, Receive]:
@@ -99,7 +108,7 @@ async def decide_dialect(scope: Scope, receive: Receive) -> tuple[Dialect, Recei
     async def replay() -> Message:
         return peeked.pop(0) if peeked else await receive()
 
-    return dialect_of_keys(top_level_keys(prefix)), replay
+    return body_dialect(prefix), replay
 
 
 @contextmanager
