@@ -1,13 +1,14 @@
 """Which wire dialect a request speaks, decided once per request; every answer and every error follows it.
 
-`POST /rerank` takes two bodies, as llama.cpp's server does: text-embeddings-inference's, which names
-its documents `texts`, and the native one. Every other route speaks the native dialect. The decision
-is made before any layer can answer: `RequestContextMiddleware` calls `decide_dialect` first, which
-reads the top-level keys in the body's first `PEEK_BYTES` (`body_dialect`: a TEI body holds
-`texts` and no `documents`). So the 401 of the API key and the 413 of the body limit, given before the body is read
-in full, come in the request's dialect too. The decision lives in a context variable for the length
-of the request: the body's validation (routes.RerankBody), the error handlers, the API key and body
-limit middlewares and the 500 of an unexpected exception all read `current_dialect`.
+`POST /rerank` takes two bodies, as llama.cpp's server does: text-embeddings-inference's, which
+names its documents `texts`, and the native one. Every other route speaks the native dialect.
+The decision is made before any layer can answer: `RequestContextMiddleware` first calls
+`decide_dialect`, which reads the top-level keys in the body's first `PEEK_BYTES` (`body_dialect`:
+a TEI body holds `texts` and no `documents`). So the 401 of the API key and the 413 of the body
+limit, given before the body is read in full, come in the request's dialect too. The decision
+lives in a context variable for the length of the request: the body's validation
+(routes.RerankBody), the error handlers, the API key and body limit middlewares and the 500 of an
+unexpected exception all read `current_dialect`.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ class Dialect(str, Enum):
 # The one route whose dialect depends on its body.
 TWO_DIALECT_ROUTE = ("POST", "/rerank")
 
-# Bytes of the body read to decide: they hold the top-level keys of any body within the limits
-# (a query and an instruction of RERANK_MAX_QUERY_CHARS each come before the documents at worst),
-# and reading them costs an unauthenticated client no more than one socket read.
+# Bytes of the body read to decide. They reach the documents' key of any body whose query and
+# instruction (RERANK_MAX_QUERY_CHARS, 10,000 characters by default) come first as plain text; a
+# body whose deciding key lies further is judged on the keys before it. They are read before the
+# API key is checked, so an unauthenticated request holds no more than this.
 PEEK_BYTES = 64 * 1024
 
 _current: ContextVar[Dialect] = ContextVar("rerank_sidecar_dialect", default=Dialect.NATIVE)
