@@ -176,7 +176,9 @@ class ModelDescription(BaseModel):
     )
     model: str = Field(description="Model id (hub id, directory or the builtin id).")
     revision: str = Field(description="Resolved revision once loaded; the configured one before.")
-    configured_revision: str = Field(description="The revision it is pinned to (RERANK_MODEL_REVISION).")
+    configured_revision: str = Field(
+        description="The revision it is pinned to (RERANK_MODEL_REVISION, or its entry's in RERANK_MODELS)."
+    )
     family: str | None = Field(None, description="cross-encoder, qwen3 or bi-encoder, once loaded.")
     backend: str | None = Field(None, description="Inference runtime, once loaded.")
     device: str | None = Field(None, description="Device it runs on, once loaded.")
