@@ -303,7 +303,7 @@ class ErrorBody(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    """Every error response has this shape."""
+    """Every error response has this shape, but those of TEI-shaped requests (tei_schemas.TeiErrorResponse)."""
 
     error: ErrorBody = Field(description="What went wrong.")
 
