@@ -6,23 +6,11 @@ import math
 
 from fastapi import APIRouter, Request
 
-from ..config import Settings
 from ..engine.engine import RerankJob
-from .compat_schemas import (
-    BilledUnits,
-    CompatMeta,
-    CompatRerankRequest,
-    CompatRerankResponse,
-    CompatRerankResult,
-    CompatUsage,
-    echoed_document,
-)
-from .dispatch import pick_engine, rerank_outcome
-from .errors import ApiError
-from .limits import check_limits
-from .request_notes import note_request
-from .results import ranked_results
+from .compat_schemas import BilledUnits, CompatMeta, CompatRerankRequest, CompatRerankResponse, CompatUsage
+from .results import compat_results
 from .schemas import ERROR_RESPONSES
+from .scoring import ScoringRequest, score
 
 # Cohere counts one search unit per query and started hundred documents.
 DOCUMENTS_PER_SEARCH_UNIT = 100
@@ -45,11 +33,6 @@ async def rerank_v2(body: CompatRerankRequest, request: Request) -> CompatRerank
 
 
 async def _rerank(body: CompatRerankRequest, request: Request) -> CompatRerankResponse:
-    engine = pick_engine(request, body.model)
-    settings = engine.settings
-    check_limits(settings, body.query, body.texts)
-    _check_chunk_cap(settings, body.max_chunks_per_doc)
-    note_request(request, body.query, body.texts, settings)
     job = RerankJob(
         query=body.query,
         documents=body.texts,
@@ -58,34 +41,18 @@ async def _rerank(body: CompatRerankRequest, request: Request) -> CompatRerankRe
         max_chunks=body.max_chunks_per_doc,
         max_document_tokens=body.max_tokens_per_doc,
     )
-    outcome = await rerank_outcome(request, engine, job)
+    [scored] = await score(request, ScoringRequest(model=body.model, jobs=[job]))
+    outcome = scored.outcome
     return CompatRerankResponse(
         id=request.state.request_id,
         model=outcome.info.model,
-        results=ranked_results(
-            outcome.relevance,
-            body.top_n,
-            lambda index, score: CompatRerankResult(
-                index=index,
-                relevance_score=score,
-                document=echoed_document(body.documents[index]) if body.return_documents else None,
-            ),
-        ),
+        results=compat_results(scored.scores, body.documents, body.top_n, body.return_documents),
         meta=CompatMeta(
             billed_units=BilledUnits(search_units=max(1, math.ceil(len(body.documents) / DOCUMENTS_PER_SEARCH_UNIT))),
             warnings=[_truncation_warning(outcome.truncated)] if outcome.truncated else None,
         ),
         usage=CompatUsage(prompt_tokens=outcome.tokens, total_tokens=outcome.tokens),
     )
-
-
-def _check_chunk_cap(settings: Settings, max_chunks_per_doc: int | None) -> None:
-    if max_chunks_per_doc is not None and max_chunks_per_doc > settings.max_chunks_per_doc:
-        raise ApiError(
-            422, "validation_error",
-            f"max_chunks_per_doc: {max_chunks_per_doc} exceeds the limit of {settings.max_chunks_per_doc} "
-            "(RERANK_MAX_CHUNKS_PER_DOC)",
-        )
 
 
 def _truncation_warning(indices: list[int]) -> str:

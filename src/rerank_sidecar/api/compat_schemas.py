@@ -24,8 +24,8 @@ class DocumentObject(BaseModel):
 
 
 def echoed_document(document: str | DocumentObject) -> dict[str, Any]:
-    """A document as the compatible routes return it: `{text}` for a string, every key of an object."""
-    return {"text": document} if isinstance(document, str) else document.model_dump(exclude_none=True)
+    """A document as the compatible routes return it: `{text}` for a string, an object's keys as sent (nulls too)."""
+    return {"text": document} if isinstance(document, str) else document.model_dump(exclude_unset=True)
 
 
 class CompatRerankRequest(BaseModel):
@@ -114,7 +114,7 @@ class CompatRerankResult(BaseModel):
     index: int = Field(description="Position of the document in the request.")
     relevance_score: float = Field(description="Relevance in [0, 1].")
     document: dict[str, Any] | None = Field(
-        None, description="With return_documents: `{text}` for a string, the whole object for an object."
+        None, description="With return_documents: `{text}` for a string, an object with every key as sent."
     )
 
 

@@ -22,10 +22,6 @@ def pick_engine(request: Request, requested: str | None) -> Engine:
     return pool.pick(requested).engine
 
 
-async def rerank_outcome(request: Request, engine: Engine, job: RerankJob) -> RerankOutcome:
-    return (await rerank_outcomes(request, engine, [job]))[0]
-
-
 async def rerank_outcomes(request: Request, engine: Engine, jobs: Sequence[RerankJob]) -> list[RerankOutcome]:
     """Runs the jobs concurrently, so their pairs share the scheduler's batches; one outcome per job, in order."""
     outcomes = await until_disconnect(request, _all_or_none([engine.rerank(job) for job in jobs]))

@@ -1,4 +1,4 @@
-"""One JSON error shape for every failure, framework-level ones included; TEI's shape for TEI-shaped requests."""
+"""One JSON error shape per dialect for every failure, framework-level ones included (dialect.py decides which)."""
 
 from __future__ import annotations
 
@@ -17,16 +17,14 @@ from ..engine.errors import (
     SchedulerStopped,
     UnknownModel,
 )
-from .schemas import NATIVE_BODY, TEI_BODY
+from .dialect import Dialect, current_dialect
 
 # Seconds a client should wait before retrying a model that failed to load.
 MODEL_RETRY_AFTER_S = 30
 
-# The request state key a route sets to answer errors in text-embeddings-inference's shape.
-TEI_SHAPE = "tei_error_shape"
-
 # TEI's error_type for each of this sidecar's error types; statuses stay the sidecar's own.
 _TEI_ERROR_TYPES = {
+    "unauthorized": "Validation",
     "validation_error": "Validation",
     "payload_too_large": "Validation",
     "empty": "Empty",
@@ -38,7 +36,7 @@ _TEI_ERROR_TYPES = {
 
 
 class ApiError(Exception):
-    """An error the routes raise on purpose; rendered as `{"error": {"type", "message"}}`."""
+    """An error the routes raise on purpose; rendered by `error_response`."""
 
     def __init__(self, status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -52,34 +50,21 @@ class ClientDisconnected(Exception):
     """The client went away before its answer was ready."""
 
 
-def error_response(
-    status: int, type_: str, message: str, headers: dict[str, str] | None = None, tei_shape: bool = False
-) -> JSONResponse:
-    """`{"error": {"type", "message"}}`, or TEI's `{"error", "error_type"}` for a TEI-shaped request."""
-    if tei_shape:
+def error_response(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The error in the request's dialect: `{"error": {"type", "message"}}`, or TEI's `{"error", "error_type"}`."""
+    if current_dialect() is Dialect.TEI:
         body = {"error": message, "error_type": _TEI_ERROR_TYPES.get(type_, "Backend")}
     else:
         body = {"error": {"type": type_, "message": message}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def wants_tei_shape(request: Request) -> bool:
-    """Whether a route marked the request as TEI-shaped."""
-    return getattr(request.state, TEI_SHAPE, False)
-
-
-def internal_error_response(exc: Exception, request_id: str, tei_shape: bool = False) -> JSONResponse:
+def internal_error_response(exc: Exception, request_id: str) -> JSONResponse:
     """The 500 for a bug: names the exception's type and the request id to find its traceback in the log."""
     return error_response(
         500, "internal_error",
         f"unexpected {type(exc).__name__}; the sidecar's log has the traceback under request id {request_id}",
-        tei_shape=tei_shape,
     )
-
-
-def _is_tei_body(request: Request, body: object) -> bool:
-    """A body that failed validation was TEI-shaped when it sent `texts` without `documents` to /rerank."""
-    return request.url.path == "/rerank" and isinstance(body, dict) and "texts" in body and "documents" not in body
 
 
 def _describe_validation(request: Request, exc: RequestValidationError) -> str:
@@ -90,7 +75,7 @@ def _describe_validation(request: Request, exc: RequestValidationError) -> str:
         return f"body: send a JSON object with 'Content-Type: application/json' (got {content_type or 'none'!r})"
     parts = []
     for error in exc.errors():
-        location = [str(part) for part in error.get("loc", ()) if part not in _BODY_SHAPE_TAGS]
+        location = [str(part) for part in error.get("loc", ()) if part not in _DIALECT_TAGS]
         if error.get("type") == "json_invalid":
             reason = error.get("ctx", {}).get("error", "parse error")
             parts.append(f"body: invalid JSON at character {location[-1] if len(location) > 1 else 0} ({reason})")
@@ -99,7 +84,8 @@ def _describe_validation(request: Request, exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-_BODY_SHAPE_TAGS = frozenset({NATIVE_BODY, TEI_BODY})
+# POST /rerank's body is tagged with its dialect (routes.RerankBody); a field's name leaves the tag out.
+_DIALECT_TAGS = frozenset(dialect.value for dialect in Dialect)
 
 _STATUS_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 401: "unauthorized"}
 
@@ -118,16 +104,16 @@ _ENGINE_ERRORS: dict[type[Exception], tuple[int, str, Callable[[Exception], str 
 def _engine_error_handler(
     status: int, type_: str, retry_after: Callable[[Exception], str | None]
 ) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
-    async def handle(request: Request, exc: Exception) -> JSONResponse:
+    async def handle(_: Request, exc: Exception) -> JSONResponse:
         seconds = retry_after(exc)
         headers = {"Retry-After": seconds} if seconds is not None else None
-        return error_response(status, type_, str(exc), headers, tei_shape=wants_tei_shape(request))
+        return error_response(status, type_, str(exc), headers)
 
     return handle
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Maps every exception the app can raise to the one error shape and the right status.
+    """Maps every exception the app can raise to the request dialect's error shape and the right status.
 
     Anything else is a bug: RequestContextMiddleware answers it with `internal_error_response` from
     inside the middleware stack, so the 500 carries its request id and gets its log line; the
@@ -135,13 +121,12 @@ def install_error_handlers(app: FastAPI) -> None:
     """
 
     @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.type, exc.message, exc.headers, tei_shape=wants_tei_shape(request))
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.type, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "validation_error", _describe_validation(request, exc),
-                              tei_shape=_is_tei_body(request, exc.body))
+        return error_response(422, "validation_error", _describe_validation(request, exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

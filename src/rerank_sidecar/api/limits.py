@@ -3,9 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..config import Settings
 from .errors import ApiError
+
+if TYPE_CHECKING:
+    from .scoring import ScoringRequest
+
+
+def check_scoring_request(settings: Settings, scoring: ScoringRequest) -> None:
+    """Every limit on a scoring request: each job's text and sizes, the options, then all documents together."""
+    for job, names in zip(scoring.jobs, scoring.fields, strict=True):
+        check_limits(settings, job.query, job.documents, names.documents, names.query)
+        check_instruction(settings, job.instruction)
+        check_chunk_cap(settings, job.max_chunks)
+    total = sum(len(job.documents) for job in scoring.jobs)
+    if total > settings.max_documents:
+        raise ApiError(
+            422, "validation_error",
+            f"{scoring.all_documents_field}: {total} documents in all exceeds the limit of {settings.max_documents} "
+            "(RERANK_MAX_DOCUMENTS)",
+        )
 
 
 def check_limits(
@@ -45,6 +64,16 @@ def check_unicode(field: str, text: str) -> None:
             422, "validation_error",
             f"{field}: character {exc.start} is a lone UTF-16 surrogate ({text[exc.start]!a}), not valid Unicode text",
         ) from None
+
+
+def check_chunk_cap(settings: Settings, max_chunks: int | None) -> None:
+    """422 for a chunk cap over RERANK_MAX_CHUNKS_PER_DOC (Cohere's `max_chunks_per_doc`, the one field that sets it)."""
+    if max_chunks is not None and max_chunks > settings.max_chunks_per_doc:
+        raise ApiError(
+            422, "validation_error",
+            f"max_chunks_per_doc: {max_chunks} exceeds the limit of {settings.max_chunks_per_doc} "
+            "(RERANK_MAX_CHUNKS_PER_DOC)",
+        )
 
 
 def check_instruction(settings: Settings, instruction: str | None) -> None:

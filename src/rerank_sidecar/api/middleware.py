@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request ids, body size limit, and one log line + metrics per request."""
+"""Pure ASGI middleware: request ids and dialects, body size limit, and one log line + metrics per request."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..metrics import Metrics
 from ..requestlog import RequestLog
-from .errors import TEI_SHAPE, error_response, internal_error_response
+from .dialect import decide_dialect, speaking
+from .errors import error_response, internal_error_response
 from .request_notes import write_log_line
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,8 @@ class BodyLimitMiddleware:
 
 
 class RequestContextMiddleware:
-    """Gives each request an id, echoes it, and writes its log line and metrics when it ends."""
+    """Gives each request an id and its dialect before any layer answers it, echoes the id, and writes its log
+    line and metrics when it ends."""
 
     def __init__(self, app: ASGIApp, request_log: RequestLog, metrics: Metrics, routes: Iterable[str]) -> None:
         self.app = app
@@ -118,15 +120,18 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
-        except Exception as exc:
-            # A bug. Answered here rather than by Starlette's outermost ServerErrorMiddleware, whose
-            # 500 would bypass this middleware: no request id header, and a log line saying 499.
-            if started_response:
-                raise
-            log.exception("unhandled error in request %s (%s %s)", request_id, scope["method"], scope["path"])
-            tei_shape = state.get(TEI_SHAPE, False)
-            await internal_error_response(exc, request_id, tei_shape)(scope, receive, send_with_id)
+            dialect, receive = await decide_dialect(scope, receive)
+            with speaking(dialect):
+                try:
+                    await self.app(scope, receive, send_with_id)
+                except Exception as exc:
+                    # A bug. Answered here rather than by Starlette's outermost ServerErrorMiddleware, whose
+                    # 500 would bypass this middleware: no request id header, and a log line saying 499.
+                    if started_response:
+                        raise
+                    log.exception("unhandled error in request %s (%s %s)", request_id, scope["method"],
+                                  scope["path"])
+                    await internal_error_response(exc, request_id)(scope, receive, send_with_id)
         finally:
             finish()
 

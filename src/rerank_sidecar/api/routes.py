@@ -4,55 +4,45 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Discriminator, Tag
 
 from .. import __version__
-from ..config import Settings
-from ..engine.engine import RerankJob, RerankOutcome
+from ..engine.engine import RerankJob
 from ..engine.pool import ModelPool, ServedModel
-from .dispatch import pick_engine, rerank_outcome, rerank_outcomes
-from .errors import ApiError
-from .limits import check_instruction, check_limits
-from .request_notes import note_model, note_request
-from .results import ranked_results
+from .dialect import Dialect, current_dialect
+from .dispatch import pick_engine
+from .request_notes import note_model
+from .results import group_result
 from .schemas import (
-    NATIVE_BODY,
-    TEI_BODY,
     ERROR_RESPONSES,
     HealthResponse,
+    ModelDescription,
     ModelHealth,
     RerankBatchRequest,
     RerankBatchResponse,
-    RerankGroupResult,
     RerankRequest,
     RerankResponse,
-    RerankResult,
     WarmupResponse,
 )
+from .scoring import FieldNames, ScoringRequest, score
 from .tei import rerank_tei
 from .tei_schemas import TeiErrorResponse, TeiRank, TeiRerankRequest
 
 router = APIRouter()
 
-def _body_shape(body: Any) -> str:
-    """TEI's shape names its documents `texts`; everything else is read as the native shape."""
-    if isinstance(body, dict):
-        return TEI_BODY if "texts" in body and "documents" not in body else NATIVE_BODY
-    return TEI_BODY if isinstance(body, TeiRerankRequest) else NATIVE_BODY
-
-
-# /rerank answers errors in the shape of the body it was sent.
+# /rerank answers errors in the request's dialect.
 TEI_OR_NATIVE_ERROR_RESPONSES = {
     status: {**response, "model": response["model"] | TeiErrorResponse} for status, response in ERROR_RESPONSES.items()
 }
 
+# POST /rerank's body, read as the request's dialect says (decided from its first bytes before it was parsed).
 RerankBody = Annotated[
-    Annotated[RerankRequest, Tag(NATIVE_BODY)] | Annotated[TeiRerankRequest, Tag(TEI_BODY)],
-    Discriminator(_body_shape),
+    Annotated[RerankRequest, Tag(Dialect.NATIVE.value)] | Annotated[TeiRerankRequest, Tag(Dialect.TEI.value)],
+    Discriminator(lambda _: current_dialect().value),
 ]
 
 
@@ -67,7 +57,7 @@ async def health(request: Request) -> HealthResponse:
     pool: ModelPool = request.app.state.models
     default = _model_health(pool.default)
     return HealthResponse(
-        **default.model_dump(include=set(_DEFAULT_MODEL_FIELDS)),
+        **default.model_dump(include=set(ModelDescription.model_fields)),
         model_loaded=default.loaded,
         scheduler=pool.settings.scheduler,
         uptime_s=round(time.monotonic() - request.app.state.started_at, 3),
@@ -77,11 +67,6 @@ async def health(request: Request) -> HealthResponse:
         version=__version__,
         models=[_model_health(model) for model in pool.models],
     )
-
-
-# What /health says at its top level about the default model (the one of RERANK_MODEL_NAME, or the first listed).
-_DEFAULT_MODEL_FIELDS = ("status", "model", "revision", "configured_revision", "family", "backend", "device", "dtype",
-                         "details", "error")
 
 
 def _model_health(served: ServedModel) -> ModelHealth:
@@ -151,16 +136,13 @@ async def rerank(body: RerankBody, request: Request) -> RerankResponse | list[Te
     if isinstance(body, TeiRerankRequest):
         return await rerank_tei(body, request)
     started = time.perf_counter()
-    engine = pick_engine(request, body.model)
-    settings = engine.settings
-    check_limits(settings, body.query, body.documents)
-    check_instruction(settings, body.instruction)
-    note_request(request, body.query, body.documents, settings)
-    outcome = await rerank_outcome(request, engine, RerankJob(body.query, body.documents, body.instruction))
-    group = _group_result(outcome, body.documents, body.top_n, body.raw_scores, body.return_documents)
+    [scored] = await score(request, ScoringRequest(
+        model=body.model, jobs=[RerankJob(body.query, body.documents, body.instruction)], raw_scores=body.raw_scores
+    ))
+    group = group_result(scored.scores, body.documents, body.top_n, body.return_documents, scored.outcome.truncated)
     return RerankResponse(
-        model=outcome.info.model,
-        revision=outcome.info.revision,
+        model=scored.outcome.info.model,
+        revision=scored.outcome.info.revision,
         scores=group.scores,
         results=group.results,
         truncated=group.truncated,
@@ -178,52 +160,23 @@ async def rerank(body: RerankBody, request: Request) -> RerankResponse | list[Te
 async def rerank_batch(body: RerankBatchRequest, request: Request) -> RerankBatchResponse:
     """Scores several queries, each against its own documents; all pairs share the scheduler's batches."""
     started = time.perf_counter()
-    engine = pick_engine(request, body.model)
-    settings = engine.settings
-    check_instruction(settings, body.instruction)
-    _check_batch_limits(settings, body)
-    for group in body.groups:
-        note_request(request, group.query, group.documents, settings)
-    jobs = [RerankJob(group.query, group.documents, body.instruction) for group in body.groups]
-    outcomes = await rerank_outcomes(request, engine, jobs)
+    scored = await score(request, ScoringRequest(
+        model=body.model,
+        jobs=[RerankJob(group.query, group.documents, body.instruction) for group in body.groups],
+        raw_scores=body.raw_scores,
+        fields=[FieldNames(f"groups.{index}.query", f"groups.{index}.documents") for index in range(len(body.groups))],
+        all_documents_field="groups",
+    ))
+    info = scored[0].outcome.info
     return RerankBatchResponse(
-        model=outcomes[0].info.model,
-        revision=outcomes[0].info.revision,
+        model=info.model,
+        revision=info.revision,
         groups=[
-            _group_result(outcome, group.documents, body.top_n, body.raw_scores, body.return_documents)
-            for group, outcome in zip(body.groups, outcomes, strict=True)
+            group_result(group_scored.scores, group.documents, body.top_n, body.return_documents,
+                         group_scored.outcome.truncated)
+            for group, group_scored in zip(body.groups, scored, strict=True)
         ],
         latency_ms=round((time.perf_counter() - started) * 1000, 3),
-    )
-
-
-def _check_batch_limits(settings: Settings, body: RerankBatchRequest) -> None:
-    """Each group within the per-request limits, and all groups' documents together within RERANK_MAX_DOCUMENTS."""
-    for index, group in enumerate(body.groups):
-        check_limits(settings, group.query, group.documents, f"groups.{index}.documents", f"groups.{index}.query")
-    total = sum(len(group.documents) for group in body.groups)
-    if total > settings.max_documents:
-        raise ApiError(
-            422, "validation_error",
-            f"groups: {total} documents in all exceeds the limit of {settings.max_documents} (RERANK_MAX_DOCUMENTS)",
-        )
-
-
-def _group_result(
-    outcome: RerankOutcome, documents: list[str], top_n: int | None, raw_scores: bool, return_documents: bool
-) -> RerankGroupResult:
-    """One query's scores in input order and its results best first, with the request's options applied."""
-    scores = outcome.raw if raw_scores else outcome.relevance
-    return RerankGroupResult(
-        scores=scores.tolist(),
-        results=ranked_results(
-            scores,
-            top_n,
-            lambda index, score: RerankResult(
-                index=index, relevance_score=score, document=documents[index] if return_documents else None
-            ),
-        ),
-        truncated=outcome.truncated,
     )
 
 

@@ -13,12 +13,16 @@ def _not_blank(value: str) -> str:
     return value
 
 
-# Tags of the two bodies POST /rerank takes (routes.RerankBody); validation errors name fields without them.
-NATIVE_BODY, TEI_BODY = "native", "text-embeddings-inference"
-
 BOTH_SHAPES = (
     "send either `documents` (the native shape) or `texts` (text-embeddings-inference's shape), not both"
 )
+
+
+def refuse_both_shapes(data: Any) -> Any:
+    """A /rerank body with `documents` and `texts` is refused, whichever dialect reads it."""
+    if isinstance(data, dict) and "documents" in data and "texts" in data:
+        raise ValueError(BOTH_SHAPES)
+    return data
 
 
 class RerankRequest(BaseModel):
@@ -50,12 +54,7 @@ class RerankRequest(BaseModel):
 
     _query_not_blank = field_validator("query")(_not_blank)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _not_both_shapes(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "texts" in data:
-            raise ValueError(BOTH_SHAPES)
-        return data
+    _not_both_shapes = model_validator(mode="before")(refuse_both_shapes)
 
 
 class RerankBatchGroup(BaseModel):
@@ -168,34 +167,46 @@ class RerankBatchResponse(BaseModel):
 ModelStatus = Literal["idle", "loading", "ready", "unloading", "error"]
 
 
-class ModelHealth(BaseModel):
-    """One listed model's state in /health."""
+class ModelDescription(BaseModel):
+    """What /health says of a model: each entry of `models`, and the default model at its top level."""
 
-    name: str = Field(description="The name requests pick it by (`model`).")
-    aliases: list[str] = Field(description="Other names that pick it.")
     status: ModelStatus = Field(
         description="idle: not loaded (never yet, or unloaded after RERANK_KEEP_ALIVE_S or to make room); "
         "loading; ready; unloading (a request arriving now waits and loads it again); error (see `error`)."
     )
-    loaded: bool = Field(description="Whether the model is in memory.")
     model: str = Field(description="Model id (hub id, directory or the builtin id).")
     revision: str = Field(description="Resolved revision once loaded; the configured one before.")
-    configured_revision: str = Field(description="The revision it is pinned to.")
+    configured_revision: str = Field(
+        description="The revision it is pinned to (RERANK_MODEL_REVISION, or its entry's in RERANK_MODELS)."
+    )
     family: str | None = Field(None, description="cross-encoder, qwen3 or bi-encoder, once loaded.")
     backend: str | None = Field(None, description="Inference runtime, once loaded.")
     device: str | None = Field(None, description="Device it runs on, once loaded.")
     dtype: str | None = Field(None, description="Precision in force (float32, float16, int8), once loaded.")
-    details: dict[str, str] | None = Field(None, description="Backend facts, once loaded.")
+    details: dict[str, str] | None = Field(
+        None, description="Backend facts once loaded, e.g. the ONNX file, onnx_cache_hit, onnx_build_s, threads."
+    )
+    error: str | None = Field(None, description="Why it could not load, with the fix.")
+
+
+class ModelHealth(ModelDescription):
+    """One listed model's state in /health."""
+
+    name: str = Field(description="The name requests pick it by (`model`).")
+    aliases: list[str] = Field(description="Other names that pick it.")
+    loaded: bool = Field(description="Whether the model is in memory.")
     memory_bytes: int | None = Field(
         None, description="Resident memory the process grew by while loading it (measured), while loaded."
     )
     idle_s: float = Field(description="Seconds since a request last used it (or since the sidecar started).")
     queue_depth: int = Field(description="Its pairs waiting to be scored.")
-    error: str | None = Field(None, description="Why it could not load, with the fix.")
 
 
-class HealthResponse(BaseModel):
-    """GET /health: answers while the process is up; never loads the model."""
+class HealthResponse(ModelDescription):
+    """GET /health: answers while the process is up; never loads the model.
+
+    The fields it shares with each entry of `models` describe the default model (the first listed).
+    """
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -238,27 +249,13 @@ class HealthResponse(BaseModel):
         }
     )
 
-    status: ModelStatus = Field(
-        description="The default model's: idle (not loaded), loading, ready, unloading, error (see `error`)."
-    )
     model_loaded: bool = Field(description="Whether the default model is in memory.")
-    model: str = Field(description="The default model's id (the first listed model).")
-    revision: str = Field(description="Resolved revision once loaded; the configured one before.")
-    configured_revision: str = Field(description="RERANK_MODEL_REVISION as configured.")
-    family: str | None = Field(None, description="cross-encoder, qwen3 or bi-encoder, once loaded.")
-    backend: str | None = Field(None, description="Inference runtime, once loaded.")
-    device: str | None = Field(None, description="Device the model runs on, once loaded.")
-    dtype: str | None = Field(None, description="Weights' precision, once loaded.")
-    details: dict[str, str] | None = Field(
-        None, description="Backend facts once loaded, e.g. the ONNX file, onnx_cache_hit, onnx_build_s, threads."
-    )
     scheduler: str = Field(description="batched or serial.")
     uptime_s: float = Field(description="Seconds since the process started serving.")
     queue_depth: int = Field(description="Pairs waiting to be scored, all models together.")
     pid: int = Field(description="Process id of the sidecar.")
     replica: str | None = Field(None, description="Ray Serve replica that answered; absent outside Ray.")
     version: str = Field(description="rerank-sidecar version.")
-    error: str | None = Field(None, description="Why the default model could not load, with the fix.")
     models: list[ModelHealth] = Field(description="Every listed model, the default first.")
 
 
@@ -306,7 +303,7 @@ class ErrorBody(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    """Every error response has this shape."""
+    """Every error response has this shape, but those of TEI-shaped requests (tei_schemas.TeiErrorResponse)."""
 
     error: ErrorBody = Field(description="What went wrong.")
 

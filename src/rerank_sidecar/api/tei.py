@@ -7,12 +7,11 @@ from fastapi import APIRouter, Request
 from .. import __version__
 from ..engine.engine import RerankJob
 from ..engine.errors import DocumentTooLong
-from .dispatch import pick_engine, rerank_outcome
-from .errors import TEI_SHAPE, ApiError
-from .limits import check_limits
-from .request_notes import note_request
+from .dispatch import pick_engine
+from .errors import ApiError
 from .results import ranked_results
 from .schemas import ERROR_RESPONSES
+from .scoring import FieldNames, ScoringRequest, score
 from .tei_schemas import (
     TeiClassifierLabels,
     TeiInfo,
@@ -26,14 +25,9 @@ router = APIRouter(tags=["text-embeddings-inference compatible"])
 
 
 async def rerank_tei(body: TeiRerankRequest, request: Request) -> list[TeiRank]:
-    """TEI's /rerank: every text scored against the query, a bare array best first, errors in TEI's shape."""
-    setattr(request.state, TEI_SHAPE, True)
-    engine = pick_engine(request, None)  # TEI's request names no model: the default serves it
-    settings = engine.settings
+    """TEI's /rerank: every text scored against the query, a bare array best first."""
     if not body.texts:
         raise ApiError(400, "empty", "`texts` cannot be empty")
-    check_limits(settings, body.query, body.texts, field="texts")
-    note_request(request, body.query, body.texts, settings)
     job = RerankJob(
         query=body.query,
         documents=body.texts,
@@ -42,12 +36,16 @@ async def rerank_tei(body: TeiRerankRequest, request: Request) -> list[TeiRank]:
         refuse_overlong=body.truncate is False,
     )
     try:
-        outcome = await rerank_outcome(request, engine, job)
+        # TEI's request names no model: the default serves it.
+        [scored] = await score(request, ScoringRequest(
+            model=None, jobs=[job], raw_scores=body.raw_scores, fields=[FieldNames(documents="texts")],
+            all_documents_field="texts",
+        ))
     except DocumentTooLong as too_long:
         raise ApiError(422, "validation_error", f"texts.{too_long}") from too_long
-    scores = outcome.raw if body.raw_scores else outcome.relevance
     return ranked_results(
-        scores, None, lambda index, score: TeiRank(index=index, score=score, text=body.texts[index] if body.return_text else None)
+        scored.scores, None,
+        lambda index, score: TeiRank(index=index, score=score, text=body.texts[index] if body.return_text else None),
     )
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from enum import Enum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from .schemas import _not_blank
+from .schemas import _not_blank, refuse_both_shapes
 
 
 class TruncationDirection(str, Enum):
@@ -61,6 +61,7 @@ class TeiRerankRequest(BaseModel):
     )
 
     _query_not_blank = field_validator("query")(_not_blank)
+    _not_both_shapes = model_validator(mode="before")(refuse_both_shapes)
 
 
 class TeiRank(BaseModel):
@@ -126,7 +127,9 @@ class TeiInfo(BaseModel):
     model_id: str = Field(description="Served model id.")
     model_sha: str = Field(description="Resolved revision (commit sha or content tag).")
     model_dtype: str = Field(description="Weights' precision.")
-    served_model_name: str = Field(description="The name clients may send as `model`.")
+    served_model_name: str = Field(
+        description="The default model's id as configured: the hub id or directory, or the embedded default's id."
+    )
     model_type: TeiModelType = Field(description="Always a reranker, with its labels.")
     max_concurrent_requests: int = Field(
         description="Most requests in flight at once: each needs at least one of RERANK_MAX_QUEUED_PAIRS queue slots."

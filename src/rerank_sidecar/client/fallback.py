@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from ..api.compat_schemas import BilledUnits, CompatMeta, CompatRerankRequest, CompatRerankResult, CompatUsage, echoed_document
-from ..api.schemas import RerankBatchRequest, RerankGroupResult, RerankRequest, RerankResult
+from ..api.compat_schemas import BilledUnits, CompatMeta, CompatRerankRequest, CompatUsage
+from ..api.results import compat_results, group_result
+from ..api.schemas import RerankBatchRequest, RerankRequest
 from .replies import CompatRerankReply, RerankBatchReply, RerankReply
 
 POSITIONAL_MODEL_ID = "fallback:positional"
@@ -16,47 +15,32 @@ def positional_scores(count: int) -> list[float]:
     return [1.0 / (1 + rank) for rank in range(count)]
 
 
-def _positional_group(documents: Sequence[str], top_n: int | None, return_documents: bool) -> RerankGroupResult:
-    scores = positional_scores(len(documents))
-    return RerankGroupResult(
-        scores=scores,
-        results=[
-            RerankResult(
-                index=index, relevance_score=scores[index], document=documents[index] if return_documents else None
-            )
-            for index in range(len(documents))[:top_n]
-        ],
-        truncated=[],
-    )
-
-
 def positional_reply(request: RerankRequest) -> RerankReply:
     """What consumers did before the sidecar, flagged as fallback."""
-    group = _positional_group(request.documents, request.top_n, request.return_documents)
+    group = group_result(positional_scores(len(request.documents)), request.documents, request.top_n,
+                         request.return_documents, truncated=[])
     return RerankReply(model=POSITIONAL_MODEL_ID, revision="", scores=group.scores, results=group.results,
                        truncated=group.truncated, latency_ms=0.0, fallback=True)
 
 
 def positional_batch_reply(request: RerankBatchRequest) -> RerankBatchReply:
     """Positional scores for every group, flagged as fallback."""
-    groups = [_positional_group(group.documents, request.top_n, request.return_documents) for group in request.groups]
+    groups = [
+        group_result(positional_scores(len(group.documents)), group.documents, request.top_n,
+                     request.return_documents, truncated=[])
+        for group in request.groups
+    ]
     return RerankBatchReply(model=POSITIONAL_MODEL_ID, revision="", groups=groups, latency_ms=0.0, fallback=True)
 
 
 def positional_compat_reply(request: CompatRerankRequest) -> CompatRerankReply:
     """Positional scores in the Cohere/Jina shape, flagged as fallback; nothing was billed or read."""
-    scores = positional_scores(len(request.documents))
     return CompatRerankReply(
         id="",
         model=POSITIONAL_MODEL_ID,
-        results=[
-            CompatRerankResult(
-                index=index,
-                relevance_score=scores[index],
-                document=echoed_document(request.documents[index]) if request.return_documents else None,
-            )
-            for index in range(len(request.documents))[:request.top_n]
-        ],
+        results=compat_results(
+            positional_scores(len(request.documents)), request.documents, request.top_n, request.return_documents
+        ),
         meta=CompatMeta(billed_units=BilledUnits(search_units=0)),
         usage=CompatUsage(prompt_tokens=0, total_tokens=0),
         fallback=True,
