@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
+from ..engine.state import ModelState
+
 
 def _not_blank(value: str) -> str:
     if not value.strip():
@@ -165,15 +167,12 @@ class RerankBatchResponse(BaseModel):
     latency_ms: float = Field(description="Server-side time for this request.")
 
 
-ModelStatus = Literal["idle", "loading", "ready", "unloading", "error"]
-
-
 class ModelHealth(BaseModel):
     """One listed model's state in /health."""
 
     name: str = Field(description="The name requests pick it by (`model`).")
     aliases: list[str] = Field(description="Other names that pick it.")
-    status: ModelStatus = Field(
+    status: ModelState = Field(
         description="idle: not loaded (never yet, or unloaded after RERANK_KEEP_ALIVE_S or to make room); "
         "loading; ready; unloading (a request arriving now waits and loads it again); error (see `error`)."
     )
@@ -238,7 +237,7 @@ class HealthResponse(BaseModel):
         }
     )
 
-    status: ModelStatus = Field(
+    status: ModelState = Field(
         description="The default model's: idle (not loaded), loading, ready, unloading, error (see `error`)."
     )
     model_loaded: bool = Field(description="Whether the default model is in memory.")
