@@ -289,6 +289,34 @@ def test_queue_bound_refuses_with_retry_after(recording: RecordingScorer, passag
         scheduler.stop()
 
 
+def test_one_queue_bound_holds_every_model_on_the_compute(recording: RecordingScorer, passages: list[str]) -> None:
+    compute = SharedCompute(50)
+    busy = MicroBatcher(recording, BatchBudget(4096, 16), Metrics().for_model("busy"), compute)
+    other = SerialScheduler(recording, BatchBudget(4096, 16), Metrics().for_model("other"), compute)
+    first = pairs_for(recording, "q", passages[:40])
+
+    async def run() -> None:
+        recording.gate.clear()
+        task = asyncio.ensure_future(busy.score(first))
+        await until(all_queued(busy, recording, len(first)))
+        # The other model's own queue is empty, but the models' queues together have no room.
+        with pytest.raises(QueueFull) as refused:
+            await other.score(pairs_for(recording, "q2", passages[40:70]))
+        assert f"{busy.queued_pairs} pairs queued, limit 50" in str(refused.value)
+        with pytest.raises(RequestTooLarge):
+            await other.score(pairs_for(recording, "q3", passages[:51]))
+        recording.gate.set()
+        await task
+        assert len(await other.score(pairs_for(recording, "q2", passages[40:70]))) == 30  # room again
+
+    try:
+        asyncio.run(run())
+    finally:
+        recording.gate.set()
+        busy.stop()
+        other.stop()
+
+
 def test_cancelled_request_pairs_are_never_scored(
     batcher: MicroBatcher, recording: RecordingScorer, passages: list[str]
 ) -> None:
@@ -442,6 +470,15 @@ def test_budget_plans_the_least_work_within_tokens_and_pairs() -> None:
         assert all(len(batch) <= 3 and max(costs[i] for i in batch) * len(batch) <= 100 for batch in plan)
         work = sum(16 + max(costs[i] for i in batch) * len(batch) for batch in plan)
         assert work == least_work_by_brute_force(costs, budget), costs
+
+
+def test_padded_work_cuts_longest_first_within_the_budget() -> None:
+    budget = BatchBudget(max_tokens=100, max_pairs=3)
+    # [50, 30] padded to 50 (100), then [30, 20, 5] padded to 30 (90): a third pair at 50 would pass 100.
+    assert budget.padded_work([50, 30, 30, 20, 5]) == 100 + 90
+    assert budget.padded_work([20, 20, 20, 20]) == 60 + 20  # the pair cap cuts too
+    assert budget.padded_work([300, 10]) == 300 + 10  # a pair over the budget is a batch of its own
+    assert budget.padded_work([]) == 0
 
 
 def test_budget_follows_the_scorer_unless_set(scorer: Scorer) -> None:

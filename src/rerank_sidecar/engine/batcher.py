@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -65,7 +66,7 @@ class _PendingRequest:
 class MicroBatcher(Scheduler):
     """Scores the waiting requests in rounds: the fewest-left requests first, sorted by length, cut into batches.
 
-    A round holds one batch budget of pairs (tokens and pair cap): the oldest request's fair share
+    A round holds one batch budget of pairs (padded work and pair cap): the oldest request's fair share
     and then whole requests, fewest pairs left first, so a small request gets into the next round
     beside a big one, and requests finish one after another. It sorts what it took by length
     before cutting it into passes where lengths jump, so pairs of different requests pad little.
@@ -140,34 +141,35 @@ class MicroBatcher(Scheduler):
     def _take_shortest_first(self) -> list[_Slot]:
         """The oldest request's fair share of one batch budget, then the requests with the fewest pairs left.
 
-        The round is held to the budget as one batch would be (BatchBudget.admits: its longest
-        pair's cost x its pairs within the tokens, its pairs within the pair cap, and a first pair
-        longer than the budget still makes a round); it closes at the first pair that would pass it.
-        Fewest-left-first finishes requests one after another rather than all at the end of a
-        shared round, so each request's HTTP and tokenization work overlaps the model's work on the
-        next (on an H200, warm, MiniLM-L6 shape: W1 1677 pairs/s against 1360 for rounds of one
-        pair from each request in turn), and a small request overtakes a big one. The oldest
-        request's share (its part of the budget's tokens and pairs) keeps a big one moving under a
-        stream of small ones; a request waiting alone gets the whole budget.
+        A round holds one budget of padded work: its pairs, longest first, cut into batches as the
+        budget admits them, pad to at most `max_tokens` tokens in all (BatchBudget.padded_work), and
+        it holds at most `max_pairs` pairs; it closes at the first pair that would pass either, and a
+        first pair longer than the budget still makes a round. Fewest-left-first finishes requests
+        one after another rather than all at the end of a shared round, so each request's HTTP and
+        tokenization work overlaps the model's work on the next (on an H200, warm, MiniLM-L6 shape:
+        W1 1677 pairs/s against 1360 for rounds of one pair from each request in turn), and a small
+        request overtakes a big one. The oldest request's share (its part of the budget's tokens and
+        pairs) keeps a big one moving under a stream of small ones; a request waiting alone gets the
+        whole budget.
         """
         slots: list[_Slot] = []
-        longest = 0
+        costs: list[int] = []  # the round's, shortest first
 
-        def take_from(request: _PendingRequest, budget: BatchBudget) -> bool:
-            """Takes the request's pairs while `budget` admits them into the round; False once it refuses one."""
-            nonlocal longest
+        def take_from(request: _PendingRequest, max_tokens: int, max_pairs: int) -> bool:
+            """Takes the request's pairs while the round stays within these limits; False once one would pass them."""
             while request.unscheduled:
-                if not budget.admits(len(slots), longest, request.next_cost):
+                with_next = costs.copy()
+                bisect.insort(with_next, request.next_cost)
+                if slots and (len(slots) >= max_pairs or self._budget.padded_work(with_next[::-1]) > max_tokens):
                     return False
-                longest = max(longest, request.next_cost)
+                costs[:] = with_next
                 slots.append(request.take())
             return True
 
         waiting = len(self._requests)
-        share = BatchBudget(self._budget.max_tokens // waiting, max(1, self._budget.max_pairs // waiting))
-        take_from(self._requests[0], share)
+        take_from(self._requests[0], self._budget.max_tokens // waiting, max(1, self._budget.max_pairs // waiting))
         for request in sorted(self._requests, key=lambda request: request.unscheduled):  # stable: ties oldest first
-            if not take_from(request, self._budget):
+            if not take_from(request, self._budget.max_tokens, self._budget.max_pairs):
                 break
         return slots
 

@@ -45,6 +45,16 @@ class BatchBudget:
             return True  # a pair longer than the budget still gets a batch of its own
         return size < self.max_pairs and max(longest, cost) * (size + 1) <= self.max_tokens
 
+    def padded_work(self, costs: Sequence[int]) -> int:
+        """Padded tokens of pairs of these `costs` (longest first) cut into batches in turn, each filled while
+        `admits` takes the next pair: the work of one round, which the round holds within `max_tokens`."""
+        work, longest, rows = 0, 0, 0
+        for cost in costs:
+            if not self.admits(rows, longest, cost):
+                work, longest, rows = work + longest * rows, 0, 0
+            longest, rows = max(longest, cost), rows + 1
+        return work + longest * rows
+
     def plan(self, costs: Sequence[int]) -> list[list[int]]:
         """Indexes of `costs` in batches within the budget, longest first, cut where the work is least.
 
