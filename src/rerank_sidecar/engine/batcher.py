@@ -77,6 +77,8 @@ class MicroBatcher(Scheduler):
     round ("express" batches): W3's small requests p99 348 / 775 / 681 ms, W2 208 / 235 / 172
     pairs/s with p99 1.13 / 1.78 / 1.95x the Little's-law mean. Express batches padded 1.34x,
     since a request's pairs of all lengths share one pass; rounds sorted across requests pad 1.02x.
+    Holding a round to padded work instead of unpadded tokens padded the same (within 0.1%) and moved
+    W1/W2/W3 pairs/s and p99 by no more than the noise of a shared 2-core machine (A/B of issue #22).
     """
 
     def __init__(self, scorer: Scorer, budget: BatchBudget, metrics: ModelMetrics, compute: SharedCompute) -> None:
