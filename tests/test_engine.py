@@ -192,8 +192,7 @@ def test_small_request_does_not_wait_behind_a_big_one(
 
     async def run() -> tuple[int, int, int]:
         big_task = asyncio.ensure_future(batcher.score(big))
-        while not recording.batches:  # the big request is being scored
-            await asyncio.sleep(0.01)
+        await until(lambda: bool(recording.batches))  # the big request is being scored
         arrived = pairs_handed_over()
         await batcher.score(small)
         answered = pairs_handed_over()
