@@ -14,9 +14,10 @@ import pytest
 
 from rerank_sidecar.config import Settings
 from rerank_sidecar.engine.batcher import MicroBatcher
+from rerank_sidecar.engine.budget import DEFAULT_BATCH_TOKENS, PASS_OVERHEAD_TOKENS, BatchBudget
+from rerank_sidecar.engine.compute import SharedCompute
 from rerank_sidecar.engine.engine import Engine, RerankJob
-from rerank_sidecar.engine.errors import QueueFull, RequestTooLarge
-from rerank_sidecar.engine.scheduler import BatchBudget
+from rerank_sidecar.engine.errors import QueueFull, RequestTooLarge, SchedulerStopped
 from rerank_sidecar.engine.serial import SerialScheduler
 from rerank_sidecar.metrics import Metrics
 from rerank_sidecar.models.base import EncodedPair, Scorer
@@ -31,6 +32,8 @@ class RecordingScorer(Scorer):
         self.info = inner.info
         self.calibration = inner.calibration
         self.batches: list[list[EncodedPair]] = []
+        self.handed_over = 0
+        """Pairs of every batch the worker has handed in, held at the gate or not."""
         self.gate = threading.Event()
         self.gate.set()
         self.before_batch: Callable[[int], None] = lambda number: None
@@ -40,6 +43,7 @@ class RecordingScorer(Scorer):
         return self.inner.encode(*args, **kwargs)
 
     def score_batch(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
+        self.handed_over += len(pairs)
         self.gate.wait(30)
         self.before_batch(len(self.batches))
         self.batches.append(list(pairs))
@@ -64,11 +68,28 @@ def passages(trec_dir) -> list[str]:
     return [candidate.text for topic in benchmark.topics[:3] for candidate in topic.candidates]
 
 
+def micro_batcher(scorer: Scorer, budget: BatchBudget, max_queued_pairs: int = 5000) -> MicroBatcher:
+    """A MicroBatcher for a model alone, its queue bounded by `max_queued_pairs`."""
+    return MicroBatcher(scorer, budget, Metrics().for_model("test"), SharedCompute(max_queued_pairs))
+
+
 @pytest.fixture
 def batcher(recording: RecordingScorer) -> Iterator[MicroBatcher]:
-    scheduler = MicroBatcher(recording, BatchBudget(max_tokens=4096, max_pairs=16), 5000, Metrics().for_model("test"))
+    scheduler = micro_batcher(recording, BatchBudget(max_tokens=4096, max_pairs=16))
     yield scheduler
     scheduler.stop()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Waits on observable state, never a fixed time: polls `condition` until it holds (30 s at most)."""
+    async with asyncio.timeout(30):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+def all_queued(scheduler: MicroBatcher | SerialScheduler, recording: RecordingScorer, pairs: int) -> Callable[[], bool]:
+    """Whether all `pairs` submitted so far have reached the scheduler: queued, or handed to the model."""
+    return lambda: scheduler.queued_pairs + recording.handed_over == pairs
 
 
 def padded_length(batch: list[EncodedPair]) -> int:
@@ -87,10 +108,10 @@ def score_queued_together(
 
     async def run() -> None:
         recording.gate.clear()
-        held = asyncio.ensure_future(batcher.score(filler))  # the worker holds the filler's batch at the gate
-        await asyncio.sleep(0.1)
+        held = asyncio.ensure_future(batcher.score(filler))
+        await until(lambda: recording.handed_over == len(filler))  # the worker holds the filler's batch at the gate
         tasks = [asyncio.ensure_future(batcher.score(pairs)) for pairs in requests]
-        await asyncio.sleep(0.1)
+        await until(all_queued(batcher, recording, len(filler) + sum(map(len, requests))))
         recording.gate.set()
         await asyncio.gather(held, *tasks)
 
@@ -108,7 +129,7 @@ def test_concurrent_requests_share_forward_passes_and_keep_their_order(
     async def run() -> list[np.ndarray]:
         recording.gate.clear()  # hold the worker so every request is queued before the first batch forms
         tasks = [asyncio.ensure_future(batcher.score(pairs)) for pairs in [big, *requests]]
-        await asyncio.sleep(0.2)
+        await until(all_queued(batcher, recording, len(big) + sum(map(len, requests))))
         recording.gate.set()
         return await asyncio.gather(*tasks)
 
@@ -171,8 +192,7 @@ def test_small_request_does_not_wait_behind_a_big_one(
 
     async def run() -> tuple[int, int, int]:
         big_task = asyncio.ensure_future(batcher.score(big))
-        while not recording.batches:  # the big request is being scored
-            await asyncio.sleep(0.01)
+        await until(lambda: bool(recording.batches))  # the big request is being scored
         arrived = pairs_handed_over()
         await batcher.score(small)
         answered = pairs_handed_over()
@@ -200,7 +220,7 @@ def test_small_request_arriving_mid_round_waits_for_at_most_one_batch_budget(
     small = pairs_for(recording, "how do vaccines work", documents[1000:1005] or documents[:5])
     assert (len(big), len(small)) == (1000, 5)
     budget = BatchBudget(2048, 64)
-    batcher = MicroBatcher(recording, budget, 5000, Metrics().for_model("test"))
+    batcher = micro_batcher(recording, budget)
     in_fourth_batch, small_queued = threading.Event(), threading.Event()
 
     def hold_the_fourth_batch(number: int) -> None:
@@ -214,7 +234,7 @@ def test_small_request_arriving_mid_round_waits_for_at_most_one_batch_budget(
         big_task = asyncio.ensure_future(batcher.score(big))
         await asyncio.get_running_loop().run_in_executor(None, in_fourth_batch.wait, 30)
         small_task = asyncio.ensure_future(batcher.score(small))
-        await asyncio.sleep(0.05)  # the small request is queued while the fourth batch is in progress
+        await until(all_queued(batcher, recording, len(big) + len(small)))  # while the fourth batch is in progress
         small_queued.set()
         await small_task
         big_task.cancel()
@@ -230,11 +250,11 @@ def test_small_request_arriving_mid_round_waits_for_at_most_one_batch_budget(
     first, last = holding_small[0], holding_small[-1]
     assert holding_small == list(range(first, last + 1)), "the small request's pairs are scored in one go"
     # From the pass after the one in flight to the answer: the rest of that round, then the small
-    # one's round, each one budget of tokens at most (a round stops at the first pair past it). A
-    # round runs longest first, so the cost rises once at most, where the second begins.
+    # one's round, each within one budget padded as one batch (longest pair x pairs), so their
+    # tokens are within two budgets. A round runs longest first, so the cost rises once at most,
+    # where the second begins.
     after_arrival = recording.batches[4 : last + 1]
-    longest = max(pair.cost for pair in big)
-    assert sum(pair.cost for batch in after_arrival for pair in batch) <= 2 * (budget.max_tokens + longest)
+    assert sum(pair.cost for batch in after_arrival for pair in batch) <= 2 * budget.max_tokens
     heads = [padded_length(batch) for batch in after_arrival]
     assert sum(later > earlier for earlier, later in itertools.pairwise(heads)) <= 1, heads
     # The round in flight held the big one alone, within one budget padded to its longest pair, so
@@ -245,7 +265,7 @@ def test_small_request_arriving_mid_round_waits_for_at_most_one_batch_budget(
 
 
 def test_queue_bound_refuses_with_retry_after(recording: RecordingScorer, passages: list[str]) -> None:
-    scheduler = MicroBatcher(recording, BatchBudget(4096, 16), 50, Metrics().for_model("test"))
+    scheduler = micro_batcher(recording, BatchBudget(4096, 16), max_queued_pairs=50)
     try:
         first = pairs_for(recording, "q", passages[:40])
         second = pairs_for(recording, "q2", passages[40:70])
@@ -253,7 +273,7 @@ def test_queue_bound_refuses_with_retry_after(recording: RecordingScorer, passag
         async def run() -> None:
             recording.gate.clear()
             task = asyncio.ensure_future(scheduler.score(first))
-            await asyncio.sleep(0.05)
+            await until(all_queued(scheduler, recording, len(first)))
             with pytest.raises(QueueFull) as refused:
                 await scheduler.score(second)
             assert refused.value.retry_after_s >= 1 and "RERANK_MAX_QUEUED_PAIRS" in str(refused.value)
@@ -266,6 +286,34 @@ def test_queue_bound_refuses_with_retry_after(recording: RecordingScorer, passag
     finally:
         recording.gate.set()
         scheduler.stop()
+
+
+def test_one_queue_bound_holds_every_model_on_the_compute(recording: RecordingScorer, passages: list[str]) -> None:
+    compute = SharedCompute(50)
+    busy = MicroBatcher(recording, BatchBudget(4096, 16), Metrics().for_model("busy"), compute)
+    other = SerialScheduler(recording, BatchBudget(4096, 16), Metrics().for_model("other"), compute)
+    first = pairs_for(recording, "q", passages[:40])
+
+    async def run() -> None:
+        recording.gate.clear()
+        task = asyncio.ensure_future(busy.score(first))
+        await until(all_queued(busy, recording, len(first)))
+        # The other model's own queue is empty, but the models' queues together have no room.
+        with pytest.raises(QueueFull) as refused:
+            await other.score(pairs_for(recording, "q2", passages[40:70]))
+        assert f"{busy.queued_pairs} pairs queued, limit 50" in str(refused.value)
+        with pytest.raises(RequestTooLarge):
+            await other.score(pairs_for(recording, "q3", passages[:51]))
+        recording.gate.set()
+        await task
+        assert len(await other.score(pairs_for(recording, "q2", passages[40:70]))) == 30  # room again
+
+    try:
+        asyncio.run(run())
+    finally:
+        recording.gate.set()
+        busy.stop()
+        other.stop()
 
 
 def test_cancelled_request_pairs_are_never_scored(
@@ -287,14 +335,14 @@ def test_cancelled_request_pairs_are_never_scored(
     async def run() -> None:
         recording.gate.clear()
         held = asyncio.ensure_future(batcher.score(filler))
-        await asyncio.sleep(0.1)
+        await until(lambda: recording.handed_over == len(filler))  # the worker holds the filler's batch at the gate
         gone = asyncio.ensure_future(batcher.score(cancelled))
         kept = asyncio.ensure_future(batcher.score(keep))
-        await asyncio.sleep(0.1)
+        await until(all_queued(batcher, recording, len(filler) + len(cancelled) + len(keep)))
         recording.gate.set()  # the round over both requests forms; its first batch is held
         await asyncio.get_running_loop().run_in_executor(None, round_started.wait, 30)
         gone.cancel()
-        await asyncio.sleep(0.05)
+        await asyncio.gather(gone, return_exceptions=True)  # its pairs are withdrawn once the task has ended
         resume.set()
         await asyncio.gather(held, kept)
 
@@ -312,13 +360,60 @@ def test_cancelled_request_pairs_are_never_scored(
 
 def test_serial_scheduler_scores_the_same(recording: RecordingScorer, passages: list[str]) -> None:
     pairs = pairs_for(recording, "how do vaccines work", passages[:40])
-    serial = SerialScheduler(recording, BatchBudget(4096, 16), 1000, Metrics().for_model("test"))
-    batched = MicroBatcher(recording, BatchBudget(4096, 16), 1000, Metrics().for_model("test"))
+    serial = SerialScheduler(recording, BatchBudget(4096, 16), Metrics().for_model("test"), SharedCompute(1000))
+    batched = micro_batcher(recording, BatchBudget(4096, 16), max_queued_pairs=1000)
     try:
         np.testing.assert_allclose(asyncio.run(serial.score(pairs)), asyncio.run(batched.score(pairs)), atol=1e-6)
     finally:
         serial.stop()
         batched.stop()
+
+
+class WatchedCompute(SharedCompute):
+    """A SharedCompute that tells when a scheduler has left it: its stop() has begun."""
+
+    def __init__(self, max_queued_pairs: int) -> None:
+        super().__init__(max_queued_pairs)
+        self.left = threading.Event()
+
+    def stop_counting(self, scheduler) -> None:  # type: ignore[no-untyped-def]
+        super().stop_counting(scheduler)
+        self.left.set()
+
+
+def test_serial_scheduler_stop_finishes_the_request_in_flight_and_fails_the_queued(
+    recording: RecordingScorer, passages: list[str]
+) -> None:
+    compute = WatchedCompute(1000)
+    metrics = Metrics().for_model("test")
+    serial = SerialScheduler(recording, BatchBudget(4096, 16), metrics, compute)
+    in_flight = pairs_for(recording, "how do vaccines work", passages[:5])
+    queued = [pairs_for(recording, f"query {i}", passages[5 + i * 5 : 10 + i * 5]) for i in range(2)]
+    expected = recording.inner.score_batch(in_flight)
+
+    async def run() -> tuple[np.ndarray, list[BaseException]]:
+        recording.gate.clear()
+        first = asyncio.ensure_future(serial.score(in_flight))
+        await until(lambda: recording.handed_over > 0)  # in flight, its first batch held at the gate
+        waiting = [asyncio.ensure_future(serial.score(pairs)) for pairs in queued]
+        await until(lambda: serial.queued_pairs == 10)
+        stopping = asyncio.get_running_loop().run_in_executor(None, serial.stop)  # waits for the batch in flight
+        await asyncio.get_running_loop().run_in_executor(None, compute.left.wait, 30)
+        recording.gate.set()
+        await stopping
+        with pytest.raises(SchedulerStopped):
+            await serial.score(queued[0])
+        return await first, await asyncio.gather(*waiting, return_exceptions=True)
+
+    try:
+        scores, failures = asyncio.run(run())
+    finally:
+        recording.gate.set()
+    np.testing.assert_allclose(scores, expected, atol=1e-6)
+    assert all(isinstance(failure, SchedulerStopped) for failure in failures), failures
+    scored = [pair.query_ids for batch in recording.batches for pair in batch]
+    assert scored == [in_flight[0].query_ids] * 5, "a queued request reached the model"
+    assert serial.queued_pairs == 0 and metrics.pairs_dropped._value.get() == 10
 
 
 def test_cache_hits_skip_the_model(passages: list[str], tmp_path) -> None:
@@ -376,9 +471,17 @@ def test_budget_plans_the_least_work_within_tokens_and_pairs() -> None:
         assert work == least_work_by_brute_force(costs, budget), costs
 
 
+def test_padded_work_cuts_longest_first_within_the_budget() -> None:
+    budget = BatchBudget(max_tokens=100, max_pairs=3)
+    # [50, 30] padded to 50 (100), then [30, 20, 5] padded to 30 (90): a third pair at 50 would pass 100.
+    assert budget.padded_work([50, 30, 30, 20, 5]) == 100 + 90
+    assert budget.padded_work([20, 20, 20, 20]) == 60 + 20  # the pair cap cuts too
+    assert budget.padded_work([300, 10]) == 300 + 10  # a pair over the budget is a batch of its own
+    assert budget.padded_work([]) == 0
+
+
 def test_budget_follows_the_scorer_unless_set(scorer: Scorer) -> None:
-    on_cpu = scorer.info
-    assert (on_cpu.device, on_cpu.backend) == ("cpu", "onnx")
+    on_cpu = dataclasses.replace(scorer.info, backend="onnx", device="cpu")
     on_torch = dataclasses.replace(on_cpu, backend="torch")
     on_gpu = dataclasses.replace(on_cpu, backend="torch", device="cuda:0")
     assert BatchBudget.for_scorer(Settings(), on_cpu) == BatchBudget(2048, 64, 16)
@@ -387,3 +490,8 @@ def test_budget_follows_the_scorer_unless_set(scorer: Scorer) -> None:
     explicit = Settings(max_batch_tokens=3000, max_batch_pairs=8)
     assert BatchBudget.for_scorer(explicit, on_cpu) == BatchBudget(3000, 8, 16)
     assert BatchBudget.for_scorer(explicit, on_gpu) == BatchBudget(3000, 8, 4096)
+    # The model loaded here, on whatever device this machine gave it, gets its device's defaults.
+    loaded = scorer.info
+    device = "cpu" if loaded.device == "cpu" else "gpu"
+    overhead = PASS_OVERHEAD_TOKENS[loaded.backend if device == "cpu" else "gpu"]
+    assert BatchBudget.for_scorer(Settings(), loaded) == BatchBudget(DEFAULT_BATCH_TOKENS[device], 64, overhead)

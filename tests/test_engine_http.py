@@ -23,20 +23,18 @@ MEDIUM_DOCS = [f"passage {i} " + "a river carries sediment from the mountains to
 
 
 def test_queue_full_is_503_with_retry_after(sidecar_factory) -> None:
-    server = sidecar_factory(max_queued_pairs="50", max_batch_pairs="4")
+    server = sidecar_factory(max_queued_pairs="50", max_batch_pairs="1")
     with server.client() as client:
         client.post("/warmup").raise_for_status()
-
-        def rerank(documents: list[str]):
-            with server.client() as own:
-                return own.post("/rerank", json={"query": "topic 3", "documents": documents})
-
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            responses = list(pool.map(rerank, [LONG_DOCS[:45], LONG_DOCS[45:90]]))
-        # Whichever arrives second finds 45 + 45 pairs over the bound of 50.
-        responses.sort(key=lambda response: response.status_code)
-        assert [response.status_code for response in responses] == [200, 503]
-        refused = responses[1]
+        with concurrent.futures.ThreadPoolExecutor(1) as pool, server.client() as own:
+            # 45 pairs scored one per forward pass: they stay queued for 44 passes.
+            first = pool.submit(own.post, "/rerank", json={"query": "topic 3", "documents": LONG_DOCS[:45]})
+            while client.get("/health").json()["queue_depth"] == 0:
+                assert not first.done(), "the first request was answered before it was seen queued"
+            # 50 more pairs fit the bound alone but not beside any queued pair.
+            refused = client.post("/rerank", json={"query": "topic 4", "documents": LONG_DOCS[45:95]})
+            assert first.result().status_code == 200
+        assert refused.status_code == 503, refused.text
         assert int(refused.headers["Retry-After"]) >= 1
         error = refused.json()["error"]
         assert error["type"] == "queue_full" and "RERANK_MAX_QUEUED_PAIRS" in error["message"]

@@ -143,7 +143,7 @@ def test_keep_alive_unloads_an_idle_model_and_the_next_request_reloads_it(sideca
     assert rerank(both, "qwen").status_code == 200
     assert health_of(both)["qwen"]["loaded"] is True and health_of(both)["qwen"]["memory_bytes"] > 0
     deadline = time.monotonic() + KEEP_ALIVE_S + 10
-    while health_of(both)["qwen"]["loaded"] and time.monotonic() < deadline:
+    while health_of(both)["qwen"]["status"] != "idle" and time.monotonic() < deadline:  # ready, unloading, idle
         time.sleep(0.2)
     unloaded = health_of(both)["qwen"]
     assert unloaded["status"] == "idle" and not unloaded["loaded"] and "memory_bytes" not in unloaded

@@ -15,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from .bench.inprocess import score_benchmark
 from .bench.trec import RELEVANT_GRADE, load_benchmark
 from .config import Settings
-from .engine.scheduler import BatchBudget
+from .engine.budget import BatchBudget
 from .models.registry import load_scorer
 from .models.resolve import force_offline
 

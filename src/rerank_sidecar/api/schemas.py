@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
+from ..engine.state import ModelState
+
 
 def _not_blank(value: str) -> str:
     if not value.strip():
@@ -164,13 +166,10 @@ class RerankBatchResponse(BaseModel):
     latency_ms: float = Field(description="Server-side time for this request.")
 
 
-ModelStatus = Literal["idle", "loading", "ready", "unloading", "error"]
-
-
 class ModelDescription(BaseModel):
     """What /health says of a model: each entry of `models`, and the default model at its top level."""
 
-    status: ModelStatus = Field(
+    status: ModelState = Field(
         description="idle: not loaded (never yet, or unloaded after RERANK_KEEP_ALIVE_S or to make room); "
         "loading; ready; unloading (a request arriving now waits and loads it again); error (see `error`)."
     )

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..config import Settings
-from ..engine.scheduler import BatchBudget
+from ..engine.budget import BatchBudget
 from ..models.base import Scorer
 from .inprocess import score_benchmark, score_topic
 from .trec import Benchmark, Topic, default_data_dir, evaluate, load_benchmark

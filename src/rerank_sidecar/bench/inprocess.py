@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from rich.progress import Progress
 
-from ..engine.scheduler import BatchBudget
+from ..engine.budget import BatchBudget
 from ..models.base import Scorer
 from .trec import Benchmark
 

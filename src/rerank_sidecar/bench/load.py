@@ -191,7 +191,7 @@ def in_process_ceiling(settings_env: dict[str, str], passages: Sequence[str], qu
     which a live sidecar only sees a window of.
     """
     from ..config import Settings
-    from ..engine.scheduler import BatchBudget
+    from ..engine.budget import BatchBudget
     from ..models.registry import load_scorer
     from ..models.resolve import force_offline
 

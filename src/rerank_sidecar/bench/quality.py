@@ -69,7 +69,7 @@ def _score_and_relevance(
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Raw scores and relevance of every topic, `overrides` (setting field -> value) over the environment's."""
     from ..config import Settings
-    from ..engine.scheduler import BatchBudget
+    from ..engine.budget import BatchBudget
     from ..models.registry import load_scorer
     from ..models.resolve import force_offline
     from .inprocess import score_benchmark

@@ -87,7 +87,7 @@ def _status_mib(field: str) -> float:
 def _probe(model_dir: str, precision: str, data: str) -> None:
     """Loads the model at `precision`, scores the first batch the engine would plan for DL20's first query."""
     from ..config import Settings
-    from ..engine.scheduler import BatchBudget
+    from ..engine.budget import BatchBudget
     from ..models.registry import load_scorer
     from ..models.resolve import force_offline
     from .trec import load_benchmark

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import threading
-import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,19 +13,17 @@ import numpy as np
 
 from ..metrics import ModelMetrics
 from ..models.base import EncodedPair, Scorer
+from .budget import BatchBudget
 from .compute import SharedCompute
 from .errors import SchedulerStopped
-from .scheduler import BatchBudget, check_admission
+from .scheduler import SHUTTING_DOWN, Scheduler
 
-# Weight of the newest batch in the moving average of throughput used for Retry-After.
-_THROUGHPUT_SMOOTHING = 0.2
-
-_Slot = tuple["_Job", int]
+_Slot = tuple["_PendingRequest", int]
 """One pair of a round: its request, and its index in the request."""
 
 
 @dataclass(eq=False)
-class _Job:
+class _PendingRequest:
     """One request's pairs on their way through the queue."""
 
     pairs: Sequence[EncodedPair]
@@ -54,16 +52,21 @@ class _Job:
     def unscheduled(self) -> int:
         return len(self.order) - self.cursor
 
+    @property
+    def next_cost(self) -> int:
+        """The cost of the pair `take` returns next."""
+        return self.pairs[self.order[self.cursor]].cost
+
     def take(self) -> _Slot:
         """The next (longest) pair not yet in a round."""
         self.cursor += 1
         return self, self.order[self.cursor - 1]
 
 
-class MicroBatcher:
+class MicroBatcher(Scheduler):
     """Scores the waiting requests in rounds: the fewest-left requests first, sorted by length, cut into batches.
 
-    A round holds one batch budget of pairs (tokens and pair cap): the oldest request's fair share
+    A round holds one batch budget of pairs (padded work and pair cap): the oldest request's fair share
     and then whole requests, fewest pairs left first, so a small request gets into the next round
     beside a big one, and requests finish one after another. It sorts what it took by length
     before cutting it into passes where lengths jump, so pairs of different requests pad little.
@@ -74,126 +77,102 @@ class MicroBatcher:
     round ("express" batches): W3's small requests p99 348 / 775 / 681 ms, W2 208 / 235 / 172
     pairs/s with p99 1.13 / 1.78 / 1.95x the Little's-law mean. Express batches padded 1.34x,
     since a request's pairs of all lengths share one pass; rounds sorted across requests pad 1.02x.
+    Holding a round to padded work instead of unpadded tokens padded the same (within 0.1%) and moved
+    W1/W2/W3 pairs/s and p99 by no more than the noise of a shared 2-core machine (A/B of issue #22).
     """
 
-    def __init__(
-        self,
-        scorer: Scorer,
-        budget: BatchBudget,
-        max_queued_pairs: int,
-        metrics: ModelMetrics,
-        compute: SharedCompute | None = None,
-    ) -> None:
-        """`compute` is shared with the other loaded models' schedulers (None: a model alone)."""
-        self._scorer = scorer
-        self._compute = compute or SharedCompute(max_queued_pairs)
-        self._budget = budget
-        self._max_queued = max_queued_pairs
-        self._metrics = metrics
-        self._jobs: deque[_Job] = deque()
+    def __init__(self, scorer: Scorer, budget: BatchBudget, metrics: ModelMetrics, compute: SharedCompute) -> None:
+        super().__init__(scorer, budget, metrics, compute)
+        self._requests: deque[_PendingRequest] = deque()
         self._round: deque[list[_Slot]] = deque()
-        self._queued = 0
-        self._pairs_per_second = 0.0
-        self._stopping = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._work, name="rerank-model-worker", daemon=True)
         self._thread.start()
-
-    @property
-    def queued_pairs(self) -> int:
-        return self._queued
 
     async def score(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
         if not pairs:
             return np.zeros(0, dtype=np.float64)
         loop = asyncio.get_running_loop()
-        job = _Job(pairs=pairs, loop=loop, future=loop.create_future())
-        self._enqueue(job)
+        request = _PendingRequest(pairs=pairs, loop=loop, future=loop.create_future())
+        self._enqueue(request)
         try:
-            return await job.future
+            return await request.future
         except asyncio.CancelledError:
-            self._withdraw(job)
+            self._withdraw(request)
             raise
 
     def stop(self) -> None:
         with self._cond:
             self._stopping = True
-            waiting = set(self._jobs) | {job for batch in self._round for job, _ in batch}
-            abandoned = {job for job in waiting if not job.withdrawn}  # a withdrawn one's caller is gone
-            self._jobs.clear()
+            waiting = set(self._requests) | {request for batch in self._round for request, _ in batch}
+            abandoned = {request for request in waiting if not request.withdrawn}  # a withdrawn one's caller is gone
+            self._requests.clear()
             self._round.clear()
-            dropped, self._queued = self._queued, 0
-            self._metrics.queue_depth.set(0)
+            self._metrics.pairs_dropped.inc(self._queued)
+            self._count_queued(-self._queued)
+            self._compute.stop_counting(self)
             self._cond.notify_all()
-        self._metrics.pairs_dropped.inc(dropped)
-        for job in abandoned:
-            self._settle(job, SchedulerStopped("the sidecar is shutting down"))
+        for request in abandoned:
+            self._settle(request, SchedulerStopped(SHUTTING_DOWN))
         self._thread.join(timeout=60)
 
-    def _enqueue(self, job: _Job) -> None:
-        n = len(job.pairs)
+    def _enqueue(self, request: _PendingRequest) -> None:
         with self._cond:
-            if self._stopping:
-                raise SchedulerStopped("the sidecar is shutting down")
-            check_admission(n, self._queued, self._max_queued, self._pairs_per_second)
-            self._jobs.append(job)
-            self._queued += n
-            self._metrics.queue_depth.set(self._queued)
+            self._admit(len(request.pairs))
+            self._requests.append(request)
             self._cond.notify()
 
-    def _withdraw(self, job: _Job) -> None:
+    def _withdraw(self, request: _PendingRequest) -> None:
         """Drops a cancelled request's pairs that no round has taken; those in the round are skipped there."""
         with self._cond:
-            dropped = job.unscheduled
-            job.cursor = len(job.order)
-            job.withdrawn = True
-            if job in self._jobs:
-                self._jobs.remove(job)
-            self._queued -= dropped
-            self._metrics.queue_depth.set(self._queued)
+            dropped = request.unscheduled
+            request.cursor = len(request.order)
+            request.withdrawn = True
+            if request in self._requests:
+                self._requests.remove(request)
+            self._count_queued(-dropped)
         self._metrics.pairs_dropped.inc(dropped)
 
     def _take_round(self) -> None:
         """Fills `_round` with the next round's batches. Caller holds the lock; at least one request waits."""
-        if len(self._jobs) == 1:
-            slots = self._take_alone(self._jobs[0])
-        else:
-            slots = self._take_shortest_first()
-        self._jobs = deque(job for job in self._jobs if job.unscheduled > 0)
-        plan = self._budget.plan([job.pairs[index].cost for job, index in slots])
+        slots = self._take_shortest_first()
+        self._requests = deque(request for request in self._requests if request.unscheduled > 0)
+        plan = self._budget.plan([request.pairs[index].cost for request, index in slots])
         self._round.extend([slots[i] for i in batch] for batch in plan)
-
-    def _take_alone(self, job: _Job) -> list[_Slot]:
-        """One batch's worth of a request waiting alone: its pairs are sorted already; more would gain nothing."""
-        slots = [job.take()]
-        longest = job.pairs[slots[0][1]].cost
-        while job.unscheduled and self._budget.admits(len(slots), longest, job.pairs[job.order[job.cursor]].cost):
-            slots.append(job.take())
-        return slots
 
     def _take_shortest_first(self) -> list[_Slot]:
         """The oldest request's fair share of one batch budget, then the requests with the fewest pairs left.
 
-        Fewest-left-first finishes requests one after another rather than all at the end of a
-        shared round, so each request's HTTP and tokenization work overlaps the model's work on the
-        next (on an H200, warm, MiniLM-L6 shape: W1 1677 pairs/s against 1360 for rounds of one pair
-        from each request in turn), and a small request overtakes a big one. The oldest request's
-        share (its part of the budget's tokens and pairs) keeps a big one moving under a stream of
-        small ones.
+        A round holds one budget of padded work: its pairs, longest first, cut into batches as the
+        budget admits them, pad to at most `max_tokens` tokens in all (BatchBudget.padded_work), and
+        it holds at most `max_pairs` pairs; it closes at the first pair that would pass either, and a
+        first pair longer than the budget still makes a round. Fewest-left-first finishes requests
+        one after another rather than all at the end of a shared round, so each request's HTTP and
+        tokenization work overlaps the model's work on the next (on an H200, warm, MiniLM-L6 shape:
+        W1 1677 pairs/s against 1360 for rounds of one pair from each request in turn), and a small
+        request overtakes a big one. The oldest request's share (its part of the budget's tokens and
+        pairs) keeps a big one moving under a stream of small ones; a request waiting alone gets the
+        whole budget.
         """
         slots: list[_Slot] = []
-        tokens = 0
+        costs: list[int] = []  # the round's, shortest first
 
-        def take_from(job: _Job, token_limit: int, pair_limit: int) -> None:
-            nonlocal tokens
-            while job.unscheduled and tokens < token_limit and len(slots) < pair_limit:
-                slots.append(job.take())
-                tokens += job.pairs[slots[-1][1]].cost
+        def take_from(request: _PendingRequest, max_tokens: int, max_pairs: int) -> bool:
+            """Takes the request's pairs while the round stays within these limits; False once one would pass them."""
+            while request.unscheduled:
+                with_next = costs.copy()
+                bisect.insort(with_next, request.next_cost)
+                if slots and (len(slots) >= max_pairs or self._budget.padded_work(with_next[::-1]) > max_tokens):
+                    return False
+                costs[:] = with_next
+                slots.append(request.take())
+            return True
 
-        waiting = len(self._jobs)
-        take_from(self._jobs[0], self._budget.max_tokens // waiting, max(1, self._budget.max_pairs // waiting))
-        for job in sorted(self._jobs, key=lambda job: job.unscheduled):  # stable: ties go oldest first
-            take_from(job, self._budget.max_tokens, self._budget.max_pairs)
+        waiting = len(self._requests)
+        take_from(self._requests[0], self._budget.max_tokens // waiting, max(1, self._budget.max_pairs // waiting))
+        for request in sorted(self._requests, key=lambda request: request.unscheduled):  # stable: ties oldest first
+            if not take_from(request, self._budget.max_tokens, self._budget.max_pairs):
+                break
         return slots
 
     def _next_batch(self) -> list[_Slot]:
@@ -201,16 +180,13 @@ class MicroBatcher:
         batch = self._round.popleft()
         kept = [slot for slot in batch if not slot[0].withdrawn]
         self._metrics.pairs_dropped.inc(len(batch) - len(kept))
-        self._queued -= len(batch)
-        self._metrics.queue_depth.set(self._queued)
-        if kept:
-            self._metrics.batch_tokens.observe(max(job.pairs[index].cost for job, index in kept) * len(kept))
+        self._count_queued(-len(batch))
         return kept
 
     def _work(self) -> None:
         while True:
             with self._cond:
-                while not self._round and not self._jobs and not self._stopping:
+                while not self._round and not self._requests and not self._stopping:
                     self._cond.wait()
                 if self._stopping:
                     return
@@ -221,39 +197,31 @@ class MicroBatcher:
                 self._run(batch)
 
     def _run(self, batch: list[_Slot]) -> None:
-        jobs = {job for job, _ in batch}
+        requests = {request for request, _ in batch}
         try:
-            with self._compute.turn():
-                started = time.perf_counter()
-                raw = self._scorer.score_batch([job.pairs[index] for job, index in batch])
+            raw = self._score_batch([request.pairs[index] for request, index in batch], len(requests))
         except Exception as exc:  # the model failed: every request in the batch gets the error
             self._metrics.pairs_dropped.inc(len(batch))  # unscored, like the requests' pairs still queued
-            for job in jobs:
-                self._withdraw(job)
-                self._settle(job, exc)
+            for request in requests:
+                self._withdraw(request)
+                self._settle(request, exc)
             return
-        elapsed = max(time.perf_counter() - started, 1e-6)
-        self._metrics.batch_seconds.observe(elapsed)
-        self._pairs_per_second += _THROUGHPUT_SMOOTHING * (len(batch) / elapsed - self._pairs_per_second)
-        self._metrics.batch_pairs.observe(len(batch))
-        self._metrics.batch_requests.observe(len(jobs))
-        self._metrics.pairs_scored.inc(len(batch))
-        for (job, index), value in zip(batch, raw, strict=True):
-            job.scores[index] = value
-            job.unscored -= 1
-            if job.unscored == 0:
-                self._settle(job, job.scores)
+        for (request, index), value in zip(batch, raw, strict=True):
+            request.scores[index] = value
+            request.unscored -= 1
+            if request.unscored == 0:
+                self._settle(request, request.scores)
 
     @staticmethod
-    def _settle(job: _Job, outcome: np.ndarray | BaseException) -> None:
-        """Resolves the job's future on its own event loop, unless it was cancelled meanwhile."""
+    def _settle(request: _PendingRequest, outcome: np.ndarray | BaseException) -> None:
+        """Resolves the request's future on its own event loop, unless it was cancelled meanwhile."""
 
         def resolve() -> None:
-            if job.future.done():
+            if request.future.done():
                 return
             if isinstance(outcome, BaseException):
-                job.future.set_exception(outcome)
+                request.future.set_exception(outcome)
             else:
-                job.future.set_result(outcome)
+                request.future.set_result(outcome)
 
-        job.loop.call_soon_threadsafe(resolve)
+        request.loop.call_soon_threadsafe(resolve)

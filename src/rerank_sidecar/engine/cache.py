@@ -10,8 +10,8 @@ from cachetools import LRUCache
 
 
 @dataclass(frozen=True, slots=True)
-class CachedScore:
-    """What the engine needs of a scored document without scoring it again."""
+class DocumentScore:
+    """One document's result: what the engine answers about it, and what the cache keeps to skip scoring it again."""
 
     raw: float
     """The document's raw score (best window)."""
@@ -35,16 +35,13 @@ class ScoreCache:
     """Thread-safe LRU keyed by a digest of model, revision, scoring options, query and document."""
 
     def __init__(self, capacity: int) -> None:
-        self._entries: LRUCache[bytes, CachedScore] = LRUCache(maxsize=capacity)
+        self._entries: LRUCache[bytes, DocumentScore] = LRUCache(maxsize=capacity)
         self._lock = threading.Lock()
 
-    def get(self, key: bytes) -> CachedScore | None:
+    def get(self, key: bytes) -> DocumentScore | None:
         with self._lock:
             return self._entries.get(key)
 
-    def put(self, key: bytes, value: CachedScore) -> None:
+    def put(self, key: bytes, value: DocumentScore) -> None:
         with self._lock:
             self._entries[key] = value
-
-    def __len__(self) -> int:
-        return len(self._entries)

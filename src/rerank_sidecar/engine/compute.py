@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
-from .errors import QueueFull
-from .scheduler import retry_after_seconds
+from .errors import QueueFull, RequestTooLarge
+
+
+class HoldsQueue(Protocol):
+    """A scheduler, as far as the queue bound sees it."""
+
+    @property
+    def queued_pairs(self) -> int:
+        """Pairs accepted but not yet handed to the model."""
+        ...
 
 
 class SharedCompute:
@@ -15,9 +25,8 @@ class SharedCompute:
 
     `turn()` admits one forward pass at a time, in the order the models' worker threads ask (a
     ticket lock): two models never run their intra-op thread pools at once, and a model whose worker
-    always has a batch ready cannot starve another, which gets the very next turn. `check_room`
-    holds the pairs queued for all models together within RERANK_MAX_QUEUED_PAIRS; each model's own
-    queue is bounded by its scheduler, which also knows its throughput for Retry-After.
+    always has a batch ready cannot starve another, which gets the very next turn. `admit` is the one
+    queue bound: it holds the pairs queued for all models together within RERANK_MAX_QUEUED_PAIRS.
     """
 
     def __init__(self, max_queued_pairs: int) -> None:
@@ -25,7 +34,7 @@ class SharedCompute:
         self._turns = threading.Condition()
         self._next_ticket = 0
         self._serving = 0
-        self._queues: list[Callable[[], int]] = []
+        self._queues: list[HoldsQueue] = []
 
     @contextmanager
     def turn(self) -> Iterator[None]:
@@ -42,13 +51,27 @@ class SharedCompute:
                 self._serving += 1
                 self._turns.notify_all()
 
-    def count_queue(self, queued_pairs: Callable[[], int]) -> None:
-        """Counts one model's queue toward the shared bound."""
-        self._queues.append(queued_pairs)
+    def count_queue(self, scheduler: HoldsQueue) -> None:
+        """Counts a scheduler's queue toward the bound until `stop_counting`."""
+        self._queues.append(scheduler)
 
-    def check_room(self, pairs: int, own_queued: int) -> None:
-        """QueueFull when `pairs` more would take the models' queues together past the bound, though the asking
-        model's own queue (`own_queued`, which its scheduler bounds) has room for them."""
-        queued = sum(queue() for queue in self._queues)
-        if queued + pairs > self.max_queued_pairs and own_queued + pairs <= self.max_queued_pairs:
-            raise QueueFull(queued, self.max_queued_pairs, retry_after_seconds(queued, 0))
+    def stop_counting(self, scheduler: HoldsQueue) -> None:
+        """Forgets a stopped scheduler, so nothing here keeps it (and its model) alive."""
+        if scheduler in self._queues:
+            self._queues.remove(scheduler)
+
+    def admit(self, pairs: int, pairs_per_second: float) -> None:
+        """RequestTooLarge when `pairs` could never fit the bound; QueueFull when the models' queues together
+        have no room for them now, with a Retry-After from the asking scheduler's throughput (`pairs_per_second`)."""
+        if pairs > self.max_queued_pairs:
+            raise RequestTooLarge(pairs, self.max_queued_pairs)
+        queued = sum(scheduler.queued_pairs for scheduler in tuple(self._queues))
+        if queued + pairs > self.max_queued_pairs:
+            raise QueueFull(queued, self.max_queued_pairs, retry_after_seconds(queued, pairs_per_second))
+
+
+def retry_after_seconds(queued_pairs: int, pairs_per_second: float) -> int:
+    """Seconds until the current queue has likely drained, between 1 and 60."""
+    if pairs_per_second <= 0:
+        return 1
+    return int(min(60, max(1, math.ceil(queued_pairs / pairs_per_second))))

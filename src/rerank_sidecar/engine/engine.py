@@ -21,13 +21,14 @@ from ..models.base import EncodedDocument, LongDocs, Scorer, ScorerInfo
 from ..models.registry import load_scorer
 from ..models.resolve import force_offline
 from .batcher import MicroBatcher
-from .cache import CachedScore, ScoreCache, cache_key
+from .budget import BatchBudget
+from .cache import DocumentScore, ScoreCache, cache_key
 from .compute import SharedCompute
 from .errors import DeadlineExceeded, DocumentTooLong, ModelUnavailable
-from .scheduler import BatchBudget, Scheduler
+from .scheduler import Scheduler
 from .serial import SerialScheduler
+from .state import ModelState
 
-ModelState = Literal["idle", "loading", "ready", "unloading", "error"]
 TruncationSide = Literal["right", "left"]
 
 
@@ -109,7 +110,6 @@ class Engine:
         self._budget: BatchBudget | None = None
         self._load_lock = asyncio.Lock()
         self._cache = ScoreCache(settings.cache_size) if settings.cache_size > 0 else None
-        self._compute.count_queue(lambda: self.queued_pairs)
 
     @property
     def queued_pairs(self) -> int:
@@ -165,9 +165,7 @@ class Engine:
         self.memory_bytes = max(0, resident_bytes() - rss_before)
         self._budget = BatchBudget.for_scorer(self.settings, scorer.info)
         scheduler_type = MicroBatcher if self.settings.scheduler == "batched" else SerialScheduler
-        self._scheduler = scheduler_type(
-            scorer, self._budget, self.settings.max_queued_pairs, self.metrics, self._compute
-        )
+        self._scheduler = scheduler_type(scorer, self._budget, self.metrics, self._compute)
         self.scorer, self.state, self.error = scorer, "ready", None
         self.metrics.model_load_seconds.set(self.load_s)
         self.metrics.model_loaded.set(1)
@@ -214,7 +212,7 @@ class Engine:
         cache = self._cache if use_cache else None
         options = f"{long_docs}|{max_chunks}|{job.truncation_side}"
         keys = [self._key(scorer, instruction, options, job.query, doc) for doc in documents] if cache is not None else []
-        known: dict[int, CachedScore] = {}
+        known: dict[int, DocumentScore] = {}
         if cache is not None:
             for index, key in enumerate(keys):
                 if (hit := cache.get(key)) is not None:
@@ -271,11 +269,10 @@ class Engine:
                 tokens = scorer.info.max_length - scorer.document_room(query, instruction) + scorer.count_tokens(text)
                 raise DocumentTooLong(index, tokens, scorer.info.max_length)
 
-    async def _score_documents(self, documents: list[EncodedDocument]) -> list[CachedScore]:
+    async def _score_documents(self, documents: list[EncodedDocument]) -> list[DocumentScore]:
         """Scores every window of every document in one submission; a document keeps its best window."""
         assert self._scheduler is not None
         windows = [window for document in documents for window in document.windows]
-        self._compute.check_room(len(windows), self.queued_pairs)
         try:
             async with asyncio.timeout(self.settings.request_timeout_s):
                 raw = await self._scheduler.score(windows)
@@ -288,7 +285,7 @@ class Engine:
         for document in documents:
             end = start + len(document.windows)
             tokens = sum(len(window.input_ids) for window in document.windows)
-            scored.append(CachedScore(float(raw[start:end].max()), document.truncated, tokens))
+            scored.append(DocumentScore(float(raw[start:end].max()), document.truncated, tokens))
             start = end
         return scored
 

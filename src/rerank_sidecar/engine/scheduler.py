@@ -1,110 +1,76 @@
-"""What every scheduler offers the engine, and the token budget they share."""
+"""What both schedulers share: the engine's view of them, admission to the queue, and one forward pass's bookkeeping."""
 
 from __future__ import annotations
 
-import math
+import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
-from ..config import Settings
-from ..models.base import EncodedPair, ScorerInfo
-from .errors import QueueFull, RequestTooLarge
+from ..metrics import ModelMetrics
+from ..models.base import EncodedPair, Scorer
+from .budget import BatchBudget, padded_tokens
+from .compute import SharedCompute
+from .errors import SchedulerStopped
 
-# A CPU scores fastest when a batch's activations stay in cache: on a 2-core EPYC, MiniLM-L6 went
-# from 25 pairs/s at 16384 tokens per batch to 45 at 1024-2048 (torch and onnx alike). A GPU wants
-# big batches to fill its cores.
-DEFAULT_BATCH_TOKENS = {"cpu": 2048, "gpu": 16384}
-
-# What one more forward pass costs beyond its tokens, in tokens of work. On the 2-core EPYC, a
-# MiniLM-L6 pass of n pairs x 64 tokens took about 3.3 ms + n x 12.3 ms on onnxruntime (the pass is
-# worth about 16 tokens) and 13-19 ms + n x 15 ms on torch (about 64 tokens): splitting a batch
-# where lengths jump pays, more so on onnxruntime. A GPU pass costs about the same for any batch
-# until its cores fill (not measured here: no GPU was lent), so there the budget alone splits.
-PASS_OVERHEAD_TOKENS = {"onnx": 16, "torch": 64, "gpu": 4096}
+# Weight of the newest batch in the moving average of throughput used for Retry-After.
+THROUGHPUT_SMOOTHING = 0.2
+SHUTTING_DOWN = "the sidecar is shutting down"
 
 
-@dataclass(frozen=True, slots=True)
-class BatchBudget:
-    """Limits of one forward pass."""
+class Scheduler(ABC):
+    """Scores pairs on the model's one worker thread; cancelling the awaiting task drops pending pairs.
 
-    max_tokens: int
-    """Padded tokens (longest pair x pairs) one batch may hold."""
-    max_pairs: int
-    """Pairs one batch may hold."""
-    pass_overhead_tokens: int = PASS_OVERHEAD_TOKENS["onnx"]
-    """What one more forward pass costs beyond its padded tokens, in tokens."""
+    Counts its queue toward `compute`'s one bound from construction until `stop`.
+    """
 
-    @classmethod
-    def for_scorer(cls, settings: Settings, scorer: ScorerInfo) -> BatchBudget:
-        """The budget of `settings` for this scorer: RERANK_MAX_BATCH_TOKENS=0 resolved for its device."""
-        on_cpu = scorer.device == "cpu"
-        return cls(settings.max_batch_tokens or DEFAULT_BATCH_TOKENS["cpu" if on_cpu else "gpu"],
-                   settings.max_batch_pairs, PASS_OVERHEAD_TOKENS[scorer.backend if on_cpu else "gpu"])
-
-    def admits(self, size: int, longest: int, cost: int) -> bool:
-        """Whether a batch of `size` pairs whose longest has `longest` tokens can take a pair of `cost` tokens."""
-        if size == 0:
-            return True  # a pair longer than the budget still gets a batch of its own
-        return size < self.max_pairs and max(longest, cost) * (size + 1) <= self.max_tokens
-
-    def plan(self, costs: Sequence[int]) -> list[list[int]]:
-        """Indexes of `costs` in batches within the budget, longest first, cut where the work is least.
-
-        The pairs are sorted by length and cut into consecutive runs; of all such cuts within the
-        budget, the one with the fewest padded tokens plus `pass_overhead_tokens` per pass wins
-        (dynamic programming over the cut points, each batch at most `max_pairs` long).
-        """
-        order = sorted(range(len(costs)), key=lambda i: -costs[i])
-        longest = [costs[i] for i in order]
-        overhead = self.pass_overhead_tokens
-        least_work = [0] * (len(order) + 1)  # least_work[j]: to score the first j pairs
-        last_start = [0] * (len(order) + 1)  # last_start[j]: where that cut's last batch begins
-        for end in range(1, len(order) + 1):
-            least_work[end], last_start[end] = least_work[end - 1] + overhead + longest[end - 1], end - 1
-            for first in range(end - 2, max(-1, end - 1 - self.max_pairs), -1):
-                padded = longest[first] * (end - first)
-                if padded > self.max_tokens:
-                    break  # batches starting earlier are longer and longer-padded still
-                if least_work[first] + overhead + padded < least_work[end]:
-                    least_work[end], last_start[end] = least_work[first] + overhead + padded, first
-        batches: list[list[int]] = []
-        end = len(order)
-        while end > 0:
-            batches.append(order[last_start[end] : end])
-            end = last_start[end]
-        return batches[::-1]
-
-
-def check_admission(pairs: int, queued_pairs: int, max_queued_pairs: int, pairs_per_second: float) -> None:
-    """RequestTooLarge when `pairs` could never fit the queue; QueueFull, with Retry-After, when they do not fit now."""
-    if pairs > max_queued_pairs:
-        raise RequestTooLarge(pairs, max_queued_pairs)
-    if queued_pairs + pairs > max_queued_pairs:
-        raise QueueFull(queued_pairs, max_queued_pairs, retry_after_seconds(queued_pairs, pairs_per_second))
-
-
-def retry_after_seconds(queued_pairs: int, pairs_per_second: float) -> int:
-    """Seconds until the current queue has likely drained, between 1 and 60."""
-    if pairs_per_second <= 0:
-        return 1
-    return int(min(60, max(1, math.ceil(queued_pairs / pairs_per_second))))
-
-
-class Scheduler(Protocol):
-    """Scores pairs on the model's one worker thread; cancelling the awaiting task drops pending pairs."""
-
-    async def score(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
-        """Raw scores of `pairs`, in their order."""
-        ...
+    def __init__(self, scorer: Scorer, budget: BatchBudget, metrics: ModelMetrics, compute: SharedCompute) -> None:
+        """`compute` is shared with the other loaded models' schedulers."""
+        self._scorer = scorer
+        self._budget = budget
+        self._metrics = metrics
+        self._compute = compute
+        self._queued = 0
+        self._pairs_per_second = 0.0
+        self._stopping = False
+        compute.count_queue(self)
 
     @property
     def queued_pairs(self) -> int:
         """Pairs accepted but not yet handed to the model."""
-        ...
+        return self._queued
 
+    @abstractmethod
+    async def score(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
+        """Raw scores of `pairs`, in their order."""
+
+    @abstractmethod
     def stop(self) -> None:
         """Finishes the batch in flight, fails what is queued, and ends the worker thread."""
-        ...
+
+    def _admit(self, pairs: int) -> None:
+        """Counts `pairs` into the queue, or refuses them: SchedulerStopped, RequestTooLarge or QueueFull."""
+        if self._stopping:
+            raise SchedulerStopped(SHUTTING_DOWN)
+        self._compute.admit(pairs, self._pairs_per_second)
+        self._count_queued(pairs)
+
+    def _count_queued(self, change: int) -> None:
+        """Adds `change` (negative: pairs leaving) to the queue and its gauge."""
+        self._queued += change
+        self._metrics.queue_depth.set(self._queued)
+
+    def _score_batch(self, pairs: Sequence[EncodedPair], requests: int) -> np.ndarray:
+        """Raw scores of one forward pass over `pairs` (from `requests` requests), in the compute's turn."""
+        with self._compute.turn():
+            started = time.perf_counter()
+            raw = self._scorer.score_batch(pairs)
+        elapsed = max(time.perf_counter() - started, 1e-6)
+        self._metrics.batch_seconds.observe(elapsed)
+        self._metrics.batch_pairs.observe(len(pairs))
+        self._metrics.batch_requests.observe(requests)
+        self._metrics.batch_tokens.observe(padded_tokens([pair.cost for pair in pairs]))
+        self._metrics.pairs_scored.inc(len(pairs))
+        self._pairs_per_second += THROUGHPUT_SMOOTHING * (len(pairs) / elapsed - self._pairs_per_second)
+        return raw
