@@ -160,7 +160,8 @@ class MicroBatcher:
         else:
             slots = self._take_shortest_first()
         self._jobs = deque(job for job in self._jobs if job.unscheduled > 0)
-        plan = self._budget.plan([job.pairs[index].cost for job, index in slots])
+        pairs = [job.pairs[index] for job, index in slots]
+        plan = self._budget.plan([pair.cost for pair in pairs], [pair.prefix for pair in pairs])
         self._round.extend([slots[i] for i in batch] for batch in plan)
 
     def _take_alone(self, job: _Job) -> list[_Slot]:

@@ -69,7 +69,7 @@ class SerialScheduler:
     def _score_whole(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
         """Scores one request in length-sorted batches within the budget."""
         scores = np.zeros(len(pairs), dtype=np.float64)
-        for chunk in self._budget.plan([pair.cost for pair in pairs]):
+        for chunk in self._budget.plan([pair.cost for pair in pairs], [pair.prefix for pair in pairs]):
             with self._compute.turn():
                 started = time.perf_counter()
                 scores[chunk] = self._scorer.score_batch([pairs[i] for i in chunk])

@@ -36,7 +36,6 @@ activations quantized per batch), prefix reuse included; the two head rows stay 
 from __future__ import annotations
 
 import gc
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -57,6 +56,7 @@ from .base import (
 )
 from .device import configure_torch_threads, pick_device, pick_dtype
 from .resolve import ResolvedModel
+from .torch_int8 import quantize_linear_layers
 
 # The official prompt of the Qwen3-Reranker model card.
 PROMPT_PREFIX = (
@@ -186,11 +186,10 @@ class Qwen3RerankerScorer(Scorer):
         ]
         return self._share_prefix(documents_windows) if self.prefix_reuse else documents_windows
 
-    @staticmethod
-    def _share_prefix(documents: list[EncodedDocument]) -> list[EncodedDocument]:
+    def _share_prefix(self, documents: list[EncodedDocument]) -> list[EncodedDocument]:
         """The same windows, each pointing at one `SharedPrefix`: the tokens all of them start with."""
         windows = [window.input_ids for document in documents for window in document.windows]
-        prefix = SharedPrefix(windows[0][: shared_prefix_length(windows)])
+        prefix = SharedPrefix(windows[0][: shared_prefix_length(windows)], held=len(self.prefix_ids))
         return [
             EncodedDocument(
                 tuple(EncodedPair(window.input_ids, prefix=prefix) for window in document.windows), document.truncated
@@ -316,19 +315,3 @@ class Qwen3RerankerScorer(Scorer):
 def pad_tokens(tensor: torch.Tensor, length: int) -> torch.Tensor:
     """(rows, heads, tokens, dim) zero-padded on the right to `length` tokens."""
     return torch.nn.functional.pad(tensor, (0, 0, 0, length - tensor.shape[2]))
-
-
-def quantize_linear_layers(model: torch.nn.Module) -> torch.nn.Module:
-    """Every linear layer with int8 weights; activations are quantized per batch as they come (CPU only)."""
-    with warnings.catch_warnings():
-        # torch 2.13 announces that torch.ao quantization will move to torchao; the pinned torch still has it.
-        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*", category=UserWarning)
-        warnings.filterwarnings("ignore", message="torch.ao.quantization is deprecated", category=DeprecationWarning)
-        # In place: a copy would hold a second fp32 model in memory while the int8 one is built.
-        torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-    # The float parameters left (embeddings, norms) may be views of the memory-mapped checkpoint, which then
-    # stays mapped with every fp32 page the quantizer read: owning copies let it go (0.6B shape: 2.86 GB of
-    # RSS after load before, 1.71 GB after, on the 2-core EPYC).
-    for parameter in model.parameters():
-        parameter.data = parameter.data.clone()
-    return model
