@@ -59,7 +59,7 @@ class BatchBudget:
         (dynamic programming over the cut points, each batch at most `max_pairs` long). `prefixes`,
         when given, are the pairs' shared prefixes: the batch holding a prefix's first pair runs its
         pass, so that batch is charged the prefix's `pass_tokens` too (a one-document Qwen3 request
-        is about 10 tokens of its own and 120 of prefix pass).
+        on a DL20 passage: a 146-token prompt, cost 9, prefix pass 106 after the 39 held).
         """
         order = sorted(range(len(costs)), key=lambda i: -costs[i])
         longest = [costs[i] for i in order]

@@ -37,6 +37,10 @@ Prefix reuse (RERANK_QWEN3_PREFIX_REUSE, on by default):
 - Copies: a batch of one request broadcasts its prefix to every row (a view); several prefixes are padded
   and gathered, one copy per row. Either way the pass's cache update writes each row's prefix and own keys
   into one tensor, and `repeat_kv` copies that again per head group: SDPA takes one key tensor per row.
+  Measured (0.6B shape, fp32, 2-core EPYC shared with other jobs): building and extending the cache of 16
+  rows after a 122-token prefix took 86 ms against 340 ms when each row's prefix was copied on the way in
+  (best of 5); whole batches of 4 pairs did not tell the two apart (median 25.4 vs 26.5 s, best 18.5 vs
+  15.9 s: on the CPU the copies are about 1% of a batch, under the machine's noise).
 - The planner charges a prefix's pass to the batch that runs it (`SharedPrefix.pass_tokens`), later batches
   0.05 of a token per prefix token (`PREFIX_TOKEN_WEIGHT`).
 
