@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rerank_sidecar.config import Settings
 from rerank_sidecar.models.base import chunk_stride
+from rerank_sidecar.models.device import pick_device, pick_dtype
 from rerank_sidecar.models.registry import load_scorer
 
 # The model card's strings, written out here independently of the backend under test.
@@ -114,7 +115,9 @@ def test_warmup_detects_qwen3_at_the_pinned_sha(qwen3_sidecar, tiny_qwen3_cache:
         )
         health = client.get("/health").json()
         assert health["status"] == "ready" and health["revision"] == tiny_qwen3_cache.sha
-        assert (health["device"], health["dtype"]) == ("cpu", "float32")
+        device = pick_device("auto")  # what the sidecar picks on this machine: cpu here, cuda on a GPU host
+        dtype = str(pick_dtype("auto", device)).removeprefix("torch.")
+        assert (health["device"], health["dtype"]) == (str(device), dtype)
 
 
 @pytest.mark.parametrize("instruction", [None, CUSTOM_INSTRUCTION], ids=["default-instruction", "custom-instruction"])

@@ -16,12 +16,13 @@ from test_models_qwen3 import (
     MAX_LENGTH,
     QUERY,
     RIVER,
-    local_scorer,
     model_card_raw_scores,
     offline_process,  # noqa: F401  (fixture)
 )
 
+from rerank_sidecar.engine.budget import BatchBudget
 from rerank_sidecar.models.base import EncodedPair
+from rerank_sidecar.models.torch_int8 import PerTokenInt8Linear
 
 SHORT_QUERY = "Sediment?"
 LONG_QUERY = "Which processes let rivers carry sand, silt and clay from mountain valleys down to the delta?"
@@ -173,11 +174,24 @@ def test_batch_cost_counts_own_tokens_and_a_fraction_of_the_prefix(reuse_scorers
     assert own < reused.cost < full.cost / 2
 
 
-def test_int8_scores_rank_like_fp32(offline_process, tiny_qwen3_cache, reuse_scorers) -> None:  # noqa: F811
+@pytest.fixture
+def int8_scorer(offline_process, tiny_qwen3_cache: TinyQwen3Cache):  # noqa: F811
+    return int8_scorer_of(str(tiny_qwen3_cache.snapshot))
+
+
+@functools.cache
+def int8_scorer_of(snapshot: str):
+    """The tiny model's CPU int8 scorer, prefix reuse on (loaded once per session)."""
+    from test_models_qwen3 import Settings, load_scorer
+
+    return load_scorer(Settings(model_name=snapshot, threads=2, max_length=MAX_LENGTH, quantize="int8"))
+
+
+def test_int8_scores_rank_like_fp32(int8_scorer, reuse_scorers) -> None:
     _, off = reuse_scorers
-    int8 = local_scorer(tiny_qwen3_cache, max_length=MAX_LENGTH, quantize="int8")
+    int8 = int8_scorer
     assert int8.info.details["quantize"] == "int8" and int8.info.details["prefix_reuse"] == "on"
-    assert isinstance(int8.model.layers[0].mlp.up_proj, torch.ao.nn.quantized.dynamic.Linear)
+    assert isinstance(int8.model.layers[0].mlp.up_proj, PerTokenInt8Linear)
     documents = SEAM_DOCUMENTS + DOCUMENTS + [f"{RIVER} Variant {i}: " + "silt " * i for i in range(8)]
     raw_int8 = int8.score_batch(first_windows(int8.encode(QUERY, documents, None, "truncate", 1)))
     raw_fp32 = off.score_batch(first_windows(off.encode(QUERY, documents, None, "truncate", 1)))
@@ -187,6 +201,48 @@ def test_int8_scores_rank_like_fp32(offline_process, tiny_qwen3_cache, reuse_sco
     print(f"int8 vs fp32 on the tiny Qwen3: Spearman {rho:.3f} over {len(documents)} documents")
     assert rho >= 0.8
     assert np.abs(raw_int8 - raw_fp32).max() > 1e-4, "int8 must actually change the arithmetic"
+
+
+def test_int8_scores_do_not_depend_on_batch_mates(int8_scorer) -> None:
+    """Alone, in batches of 1, 7 and 16, and beside another request's pairs: the same raw scores.
+
+    torch.ao's dynamic quantization, which this backend used before, moved these scores by up to 0.4.
+    """
+    documents = [f"{RIVER} Variant {i}: " + "silt " * (3 * i) for i in range(16)]
+
+    def request() -> list[EncodedPair]:  # a fresh encode: its prefix is computed again, by the batch holding it
+        return first_windows(int8_scorer.encode(QUERY, documents, None, "truncate", 1))
+
+    def in_batches(size: int) -> np.ndarray:
+        pairs = request()
+        return np.concatenate([int8_scorer.score_batch(pairs[start : start + size]) for start in range(0, 16, size)])
+
+    alone = np.array([int8_scorer.score_batch(request_of_one)[0] for request_of_one in (
+        first_windows(int8_scorer.encode(QUERY, [document], None, "truncate", 1)) for document in documents)])
+    assert np.ptp(alone) > 0.1, "the scores must spread, or agreement at 1e-4 proves nothing"
+    for size in (1, 7, 16):
+        np.testing.assert_allclose(in_batches(size), alone, atol=1e-4, rtol=0, err_msg=f"batches of {size}")
+    other = first_windows(int8_scorer.encode(SHORT_QUERY, SEAM_DOCUMENTS, CUSTOM_INSTRUCTION, "truncate", 1))
+    pairs = request()
+    mixed = int8_scorer.score_batch(pairs[:8] + other + pairs[8:])
+    np.testing.assert_allclose(np.delete(mixed, range(8, 8 + len(other))), alone, atol=1e-4, rtol=0)
+
+
+def test_the_batch_that_runs_a_prefix_is_charged_its_pass(reuse_scorers) -> None:
+    """A one-document request costs its own tokens plus its prefix pass, not the 0.05 weight alone."""
+    on, _ = reuse_scorers
+    pairs = [first_windows(on.encode(query, ["Rivers carry sediment downstream."], None, "truncate", 1))[0]
+             for query in (QUERY, LONG_QUERY)]
+    costs, prefixes = [pair.cost for pair in pairs], [pair.prefix for pair in pairs]
+    tails = [len(pair.prefix.ids) - len(on.prefix_ids) for pair in pairs]
+    assert [prefix.pass_tokens for prefix in prefixes] == tails and min(tails) > max(costs)
+    # Room for both pairs' own tokens and one prefix pass, not two: the two requests go in two batches.
+    budget = BatchBudget(max_tokens=2 * max(costs) + max(tails), max_pairs=16)
+    assert len(budget.plan(costs)) == 1
+    assert sorted(map(sorted, budget.plan(costs, prefixes))) == [[0], [1]]
+    on.score_batch(pairs)  # computes both prefixes: later batches pay the 0.05 weight only
+    assert [prefix.pass_tokens for prefix in prefixes] == [0, 0]
+    assert len(budget.plan(costs, prefixes)) == 1
 
 
 def test_health_reports_int8_and_prefix_reuse(sidecar_factory, tiny_qwen3_cache: TinyQwen3Cache) -> None:

@@ -40,8 +40,8 @@ from rerank_sidecar.ray_serve import (  # noqa: E402
 )
 
 REPLICAS = 2
-# Torch (not onnx int8, whose scores move with batch mates) and one thread per replica and per
-# sidecar, so Ray's answers can equal the single sidecar's to 1e-6.
+# One backend (torch fp32) and one thread per replica and per sidecar, so Ray's answers can equal the
+# single sidecar's to 1e-6. (The onnx int8 would do as well: its scores do not move with batch-mates.)
 SETTINGS = {"backend": "torch", "threads": "1", "ray_replica_cpus": "0.5"}
 READY_LINE = "rerank-sidecar on Ray Serve:"
 

@@ -14,7 +14,7 @@ def score_topic(scorer: Scorer, query: str, documents: list[str], budget: BatchB
     """Raw scores of one query's documents, batched by length within `budget` (truncate mode)."""
     pairs = [doc.windows[0] for doc in scorer.encode(query, documents, None, "truncate", 1)]
     raw = np.zeros(len(pairs), dtype=np.float64)
-    for chunk in budget.plan([pair.cost for pair in pairs]):
+    for chunk in budget.plan_pairs(pairs):
         raw[chunk] = scorer.score_batch([pairs[i] for i in chunk])
     return raw
 

@@ -202,7 +202,8 @@ def in_process_ceiling(settings_env: dict[str, str], passages: Sequence[str], qu
                    key=lambda pair: pair.cost)
     layouts = {f"batch {size}": [pairs[start : start + size] for start in range(0, len(pairs), size)]
                for size in batch_sizes}
-    plan = BatchBudget.for_scorer(settings, scorer.info).plan([pair.cost for pair in pairs])
+    budget = BatchBudget.for_scorer(settings, scorer.info)
+    plan = budget.plan_pairs(pairs)
     layouts["planned"] = [[pairs[index] for index in batch] for batch in plan]
     scorer.score_batch(pairs[:8])  # first call pays one-off set-up costs
     best = (0.0, "")

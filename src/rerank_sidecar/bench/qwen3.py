@@ -100,7 +100,8 @@ def _probe(model_dir: str, precision: str, data: str) -> None:
     topic = load_benchmark(Path(data)).topics[0]
     pairs = [doc.windows[0] for doc in scorer.encode(topic.query, [c.text for c in topic.candidates], None,
                                                       "truncate", 1)]
-    batch = [pairs[index] for index in BatchBudget.for_scorer(settings, scorer.info).plan([p.cost for p in pairs])[0]]
+    plan = BatchBudget.for_scorer(settings, scorer.info).plan_pairs(pairs)
+    batch = [pairs[index] for index in plan[0]]
     scorer.score_batch(batch)
     peak = _status_mib("VmHWM")
     print(json.dumps({"precision": precision, "loaded_mib": round(loaded, 1), "peak_mib": round(peak, 1),

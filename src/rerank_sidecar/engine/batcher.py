@@ -53,6 +53,12 @@ class _PendingRequest:
         return len(self.order) - self.cursor
 
     @property
+    def prefix_pass(self) -> int:
+        """Tokens of the shared-prefix pass the batch holding this request's next pair runs (0: none, or run)."""
+        prefix = self.pairs[0].prefix if self.pairs else None
+        return prefix.pass_tokens if prefix is not None else 0
+
+    @property
     def next_cost(self) -> int:
         """The cost of the pair `take` returns next."""
         return self.pairs[self.order[self.cursor]].cost
@@ -137,15 +143,15 @@ class MicroBatcher(Scheduler):
         """Fills `_round` with the next round's batches. Caller holds the lock; at least one request waits."""
         slots = self._take_shortest_first()
         self._requests = deque(request for request in self._requests if request.unscheduled > 0)
-        plan = self._budget.plan([request.pairs[index].cost for request, index in slots])
+        plan = self._budget.plan_pairs([request.pairs[index] for request, index in slots])
         self._round.extend([slots[i] for i in batch] for batch in plan)
 
     def _take_shortest_first(self) -> list[_Slot]:
         """The oldest request's fair share of one batch budget, then the requests with the fewest pairs left.
 
         A round holds one budget of padded work: its pairs, longest first, cut into batches as the
-        budget admits them, pad to at most `max_tokens` tokens in all (BatchBudget.padded_work), and
-        it holds at most `max_pairs` pairs; it closes at the first pair that would pass either, and a
+        budget admits them, pad to at most `max_tokens` tokens in all (BatchBudget.padded_work, plus
+        the passes of shared prefixes not yet run, as the planner charges them), and it holds at most `max_pairs` pairs; it closes at the first pair that would pass either, and a
         first pair longer than the budget still makes a round. Fewest-left-first finishes requests
         one after another rather than all at the end of a shared round, so each request's HTTP and
         tokenization work overlaps the model's work on the next (on an H200, warm, MiniLM-L6 shape:
@@ -156,16 +162,23 @@ class MicroBatcher(Scheduler):
         """
         slots: list[_Slot] = []
         costs: list[int] = []  # the round's, shortest first
+        prefix_work = 0  # tokens of the shared-prefix passes the round runs, charged as the planner charges them
+        charged: set[_PendingRequest] = set()  # requests whose prefix pass is in `prefix_work`
 
         def take_from(request: _PendingRequest, max_tokens: int, max_pairs: int) -> bool:
             """Takes the request's pairs while the round stays within these limits; False once one would pass them."""
+            nonlocal prefix_work
+            prefix_pass = 0 if request in charged else request.prefix_pass
             while request.unscheduled:
                 with_next = costs.copy()
                 bisect.insort(with_next, request.next_cost)
-                if slots and (len(slots) >= max_pairs or self._budget.padded_work(with_next[::-1]) > max_tokens):
+                work = self._budget.padded_work(with_next[::-1]) + prefix_work + prefix_pass
+                if slots and (len(slots) >= max_pairs or work > max_tokens):
                     return False
                 costs[:] = with_next
                 slots.append(request.take())
+                prefix_work, prefix_pass = prefix_work + prefix_pass, 0
+                charged.add(request)
             return True
 
         waiting = len(self._requests)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 from ..config import Settings
-from ..models.base import ScorerInfo
+from ..models.base import EncodedPair, ScorerInfo, SharedPrefix
 
 # A CPU scores fastest when a batch's activations stay in cache: on a 2-core EPYC, MiniLM-L6 went
 # from 25 pairs/s at 16384 tokens per batch to 45 at 1024-2048 (torch and onnx alike). A GPU wants
@@ -55,32 +56,55 @@ class BatchBudget:
             longest, rows = max(longest, cost), rows + 1
         return work + longest * rows
 
-    def plan(self, costs: Sequence[int]) -> list[list[int]]:
+    def plan_pairs(self, pairs: Sequence[EncodedPair]) -> list[list[int]]:
+        """`plan` of these pairs: their costs, and their shared prefixes' passes."""
+        return self.plan([pair.cost for pair in pairs], [pair.prefix for pair in pairs])
+
+    def plan(self, costs: Sequence[int], prefixes: Sequence[SharedPrefix | None] = ()) -> list[list[int]]:
         """Indexes of `costs` in batches within the budget, longest first, cut where the work is least.
 
         The pairs are sorted by length and cut into consecutive runs; of all such cuts within the
         budget, the one with the fewest padded tokens plus `pass_overhead_tokens` per pass wins
-        (dynamic programming over the cut points, each batch at most `max_pairs` long).
+        (dynamic programming over the cut points, each batch at most `max_pairs` long). `prefixes`,
+        when given, are the pairs' shared prefixes: the batch holding a prefix's first pair runs its
+        pass, so that batch is charged the prefix's `pass_tokens` too (a one-document Qwen3 request
+        on a DL20 passage: a 146-token prompt, cost 9, prefix pass 106 after the 39 held).
         """
         order = sorted(range(len(costs)), key=lambda i: -costs[i])
         longest = [costs[i] for i in order]
+        charges = prefix_pass_tokens([prefixes[i] for i in order]) if prefixes else [0] * len(order)
+        charged = list(accumulate(charges, initial=0))  # charged[j]: prefix passes of the first j pairs
         overhead = self.pass_overhead_tokens
         least_work = [0] * (len(order) + 1)  # least_work[j]: to score the first j pairs
         last_start = [0] * (len(order) + 1)  # last_start[j]: where that cut's last batch begins
         for end in range(1, len(order) + 1):
-            least_work[end], last_start[end] = least_work[end - 1] + overhead + longest[end - 1], end - 1
+            alone = longest[end - 1] + charges[end - 1]
+            least_work[end], last_start[end] = least_work[end - 1] + overhead + alone, end - 1
             for first in range(end - 2, max(-1, end - 1 - self.max_pairs), -1):
-                padded = longest[first] * (end - first)
-                if padded > self.max_tokens:
-                    break  # batches starting earlier are longer and longer-padded still
-                if least_work[first] + overhead + padded < least_work[end]:
-                    least_work[end], last_start[end] = least_work[first] + overhead + padded, first
+                work = longest[first] * (end - first) + charged[end] - charged[first]
+                if work > self.max_tokens:
+                    break  # batches starting earlier are longer, longer-padded and run as many passes still
+                if least_work[first] + overhead + work < least_work[end]:
+                    least_work[end], last_start[end] = least_work[first] + overhead + work, first
         batches: list[list[int]] = []
         end = len(order)
         while end > 0:
             batches.append(order[last_start[end] : end])
             end = last_start[end]
         return batches[::-1]
+
+
+def prefix_pass_tokens(prefixes: Sequence[SharedPrefix | None]) -> list[int]:
+    """Per pair, in the order run: its prefix's `pass_tokens` at the prefix's first pair, 0 elsewhere."""
+    seen: set[int] = set()
+    charges: list[int] = []
+    for prefix in prefixes:
+        if prefix is None or id(prefix) in seen:
+            charges.append(0)
+        else:
+            seen.add(id(prefix))
+            charges.append(prefix.pass_tokens)
+    return charges
 
 
 def padded_tokens(costs: Sequence[int]) -> int:

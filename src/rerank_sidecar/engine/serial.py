@@ -49,6 +49,6 @@ class SerialScheduler(Scheduler):
     def _score_whole(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
         """Scores one request in length-sorted batches within the budget."""
         scores = np.zeros(len(pairs), dtype=np.float64)
-        for chunk in self._budget.plan([pair.cost for pair in pairs]):
+        for chunk in self._budget.plan_pairs(pairs):
             scores[chunk] = self._score_batch([pairs[i] for i in chunk], requests=1)
         return scores

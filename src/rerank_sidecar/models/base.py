@@ -32,11 +32,18 @@ class SharedPrefix:
 
     ids: tuple[int, ...]
     """The shared tokens; each window's `input_ids` begin with them."""
+    held: int = 0
+    """Leading tokens of `ids` the scorer holds already and does not run again (Qwen3: the system prompt)."""
     state: Any = field(default=None, compare=False, repr=False)
     """What the scorer computed from `ids` once (its keys and values); freed with the request's pairs."""
 
     def __hash__(self) -> int:
         return hash(self.ids)
+
+    @property
+    def pass_tokens(self) -> int:
+        """Tokens the scorer still has to run for this prefix: its tail after `held`, or 0 once computed."""
+        return 0 if self.state is not None else len(self.ids) - self.held
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +61,11 @@ class EncodedPair:
 
     @property
     def cost(self) -> int:
-        """Work this pair adds to a batch row, in tokens: its own tokens, plus attention over a shared prefix."""
+        """Work this pair adds to a batch row, in tokens: its own tokens, plus attention over a shared prefix.
+
+        The pass that computes the prefix is not in it: the planner charges that to the batch running it
+        (`SharedPrefix.pass_tokens`, `BatchBudget.plan`).
+        """
         if self.prefix is None:
             return len(self.input_ids)
         shared = len(self.prefix.ids)
