@@ -48,7 +48,9 @@ from ..config import DEFAULT_QWEN3_INSTRUCTION, Settings
 from .base import (
     EncodedDocument,
     EncodedPair,
+    FamilyEntry,
     LongDocs,
+    ModelFiles,
     Scorer,
     ScorerInfo,
     SharedPrefix,
@@ -154,7 +156,7 @@ class Qwen3RerankerScorer(Scorer):
         self.info = ScorerInfo(
             model=resolved.model_id,
             revision=resolved.revision,
-            family="qwen3",
+            family=settings.model_family,
             backend="torch",
             device=str(self.device),
             dtype=str(dtype).removeprefix("torch."),
@@ -332,3 +334,18 @@ def quantize_linear_layers(model: torch.nn.Module) -> torch.nn.Module:
     for parameter in model.parameters():
         parameter.data = parameter.data.clone()
     return model
+
+
+def is_qwen3_reranker(files: ModelFiles) -> bool:
+    # A sentence-transformers layout marks an embedding model of the same architecture (Qwen3-Embedding).
+    return "Qwen3ForCausalLM" in files.architectures and not files.has("modules.json")
+
+
+FAMILY = FamilyEntry(
+    detects="`Qwen3ForCausalLM`, not in sentence-transformers layout (Qwen3-Reranker; a Qwen3 chat model "
+    "is indistinguishable from it and scored the same way)",
+    detect=is_qwen3_reranker,
+    loaders={"torch": Qwen3RerankerScorer},
+    payload=None,
+    int8_on_torch_cpu=True,
+)
