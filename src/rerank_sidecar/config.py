@@ -13,7 +13,6 @@ BUILTIN_MODEL_ID = "builtin:all-MiniLM-L6-v2"
 DEFAULT_QWEN3_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 
 
-
 def _registered_family(name: str) -> str:
     """`auto`, or a family name of models/registry.py's FAMILIES."""
     from .models.registry import FAMILIES  # here, not at the top: models/ imports this module
