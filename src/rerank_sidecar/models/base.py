@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 import numpy as np
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedTokenizerBase
 
+    from ..config import Settings
+    from .resolve import ResolvedModel
+
 LongDocs = Literal["truncate", "chunk"]
-Family = Literal["cross-encoder", "qwen3", "bi-encoder"]
+Backend = Literal["torch", "onnx"]
+PayloadT = TypeVar("PayloadT")
 
 # Overlap between consecutive windows in chunk mode, as a fraction of the window.
 CHUNK_OVERLAP = 0.125
@@ -47,15 +53,17 @@ class SharedPrefix:
 
 
 @dataclass(frozen=True, slots=True)
-class EncodedPair:
-    """One unit of model work: a (query, document window) pair, tokenized once."""
+class EncodedPair(Generic[PayloadT]):
+    """One unit of model work: a (query, document window) pair, tokenized once.
+
+    Build it as `EncodedPair(...)`; `EncodedPair[X]` is for annotations only (on Python 3.11 a call through the
+    subscripted alias of a frozen slots dataclass raises TypeError).
+    """
 
     input_ids: tuple[int, ...]
     """Tokens that fill the batch: the joined pair, the Qwen3 prompt, or (bi-encoder) the document."""
-    token_type_ids: tuple[int, ...] | None = None
-    """Segment ids where the model uses them (BERT-style cross-encoders)."""
-    query_ids: tuple[int, ...] | None = None
-    """Bi-encoder only: the query's tokens, embedded once per batch for all pairs that share it."""
+    payload: PayloadT | None = None
+    """What the family's scorer needs beside the tokens, of a type its own file defines; None where it needs nothing."""
     prefix: SharedPrefix | None = None
     """Qwen3 with prefix reuse: the head of `input_ids` shared with the request's other windows, run once."""
 
@@ -100,8 +108,8 @@ class ScorerInfo:
     """The served model id (hub id, directory, or the builtin id)."""
     revision: str
     """The resolved commit sha, or a content tag for models without one."""
-    family: Family
-    """Which backend file scores it."""
+    family: str
+    """Its family's name in the registry (models/registry.py FAMILIES)."""
     backend: str
     """Inference runtime, e.g. torch or onnx."""
     device: str
@@ -179,6 +187,83 @@ class Scorer(ABC):
 
     def close(self) -> None:
         """Release what the scorer holds; the default has nothing to release."""
+
+
+class Runtime(Protocol):
+    """A model's forward pass over padded batches: the part of a scorer torch and onnxruntime each do their way."""
+
+    backend: str
+    """Its name in /health: torch or onnx."""
+    device: str
+    """Where it runs (cpu, cuda, mps)."""
+    dtype: str
+    """Its weights' precision."""
+    details: dict[str, str]
+    """Facts about it worth showing in /health (e.g. the ONNX file, the quantization)."""
+
+    def run(self, batch: Mapping[str, np.ndarray]) -> torch.Tensor:
+        """The model's first output for a padded batch: a classifier's logits, or an encoder's token states."""
+        ...
+
+
+def describe(
+    resolved: ResolvedModel,
+    settings: Settings,
+    runtime: Runtime,
+    max_length: int,
+    labels: tuple[str, ...] = ("LABEL_0",),
+) -> ScorerInfo:
+    """What /health reports of a scorer that runs on `runtime`; `settings.model_family` names its family."""
+    return ScorerInfo(
+        model=resolved.model_id,
+        revision=resolved.revision,
+        family=settings.model_family,
+        backend=runtime.backend,
+        device=runtime.device,
+        dtype=runtime.dtype,
+        max_length=max_length,
+        details=dict(runtime.details),
+        labels=labels,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFiles:
+    """What family detection reads of a model on disk."""
+
+    path: Path
+    """The model's directory."""
+    config: Mapping[str, Any]
+    """Its config.json."""
+
+    @property
+    def architectures(self) -> list[str]:
+        """The model classes config.json names (empty when unset)."""
+        return list(self.config.get("architectures") or [])
+
+    def has(self, name: str) -> bool:
+        """Whether the directory holds the file `name`."""
+        return (self.path / name).is_file()
+
+
+Loader = Callable[["ResolvedModel", "Settings"], Scorer]
+"""Builds a family's scorer on one runtime from the model on disk and its settings."""
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyEntry:
+    """What the registry needs of a model family. Its file defines one as `FAMILY`; the registry gives it a name."""
+
+    detects: str
+    """What `detect` looks for, in words: the error for a model no family detects lists it."""
+    detect: Callable[[ModelFiles], bool]
+    """True for a model of this family, read off its files (RERANK_MODEL_FAMILY=auto)."""
+    loaders: Mapping[Backend, Loader]
+    """One scorer builder per runtime the family runs on."""
+    payload: type | None
+    """The type of `EncodedPair.payload` its scorers produce and read; None where its pairs carry none."""
+    int8_on_torch_cpu: bool = False
+    """Whether its torch scorer quantizes itself to int8 on the CPU; other families need the onnx backend for int8."""
 
 
 def pad_rows(

@@ -1,34 +1,41 @@
-"""Bi-encoder family (the embedded all-MiniLM-L6-v2): cosine of mean-pooled embeddings."""
+"""Bi-encoder family (the embedded all-MiniLM-L6-v2, other mean-pooling sentence-transformers): cosine of embeddings."""
 
 from __future__ import annotations
 
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from ..config import Settings
+from ..config import BUILTIN_MODEL_ID, Settings
 from .base import (
     Calibration,
     EncodedDocument,
     EncodedPair,
+    FamilyEntry,
     LongDocs,
+    ModelFiles,
+    Runtime,
     Scorer,
-    ScorerInfo,
     chunk_stride,
+    describe,
     group_windows,
     pad_rows,
 )
-from .device import configure_torch_threads, pick_device, pick_dtype
+from .device import TorchRuntime
 from .resolve import ResolvedModel
 
-# Logistic map from cosine to P(relevant), fitted on TREC DL 2020 judgements (grade >= 2 relevant)
-# by `rerank-sidecar calibrate`; rerun it to reproduce or refit these two numbers.
+# Logistic map from cosine to P(relevant) of the embedded default only, fitted on TREC DL 2020 judgements
+# (grade >= 2 relevant) by `rerank-sidecar calibrate`; rerun it to reproduce or refit these two numbers.
 BUILTIN_CALIBRATION = Calibration(scale=7.2114, bias=-5.5667)
+# Every other bi-encoder: sigmoid(cosine), fitted to nothing. It keeps the order, maps an orthogonal pair to
+# 0.5 and spans [0.27, 0.73]; a threshold on it means something only after measuring it on the model.
+UNFITTED_CALIBRATION = Calibration()
 
 # Chunk-mode windows of a sentence (tokens, with [CLS] and [SEP]), each overlapping the next by half.
 # Mean pooling dilutes a sentence in a long window: a 2,000-word document with one answer sentence in
@@ -55,37 +62,33 @@ def mean_pooled(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Ten
     return torch.nn.functional.normalize(pooled.float(), dim=-1)
 
 
+@dataclass(frozen=True, slots=True)
+class QueryTokens:
+    """A bi-encoder pair's payload: the query, embedded once per batch for all pairs that share it."""
+
+    query_ids: tuple[int, ...]
+    """The query's tokens, with the model's special tokens."""
+
+
+BiEncoderPair = EncodedPair[QueryTokens]
+
+
 class BiEncoderScorer(Scorer):
-    """Embeds query and documents separately; raw score = cosine similarity."""
+    """Embeds query and documents separately on any runtime; raw score = cosine similarity."""
 
-    def __init__(self, resolved: ResolvedModel, settings: Settings, calibration: Calibration) -> None:
-        self.device = pick_device(settings.device)
-        dtype = pick_dtype(settings.dtype, self.device)
-        configure_torch_threads(settings.threads)
-        self.model = AutoModel.from_pretrained(resolved.path, local_files_only=True, dtype=dtype)
-        self.model.to(self.device).eval()
-        self.setup_tokenization(resolved, settings)
-        self.calibration = calibration
-        self.info = ScorerInfo(
-            model=resolved.model_id,
-            revision=resolved.revision,
-            family="bi-encoder",
-            backend="torch",
-            device=str(self.device),
-            dtype=str(dtype).removeprefix("torch."),
-            max_length=self.max_length,
-        )
-
-    def setup_tokenization(self, resolved: ResolvedModel, settings: Settings) -> None:
-        """Tokenizer and window limits: what every backend of this family shares."""
+    def __init__(self, resolved: ResolvedModel, settings: Settings, runtime: Runtime) -> None:
+        self.runtime = runtime
         self.tokenizer = AutoTokenizer.from_pretrained(resolved.path, local_files_only=True)
         self.max_length = min(settings.max_length, sentence_max_length(resolved.path, settings.max_length))
         self.chunk_tokens = min(settings.chunk_tokens or SENTENCE_WINDOW_TOKENS, self.max_length)
+        self.calibration = BUILTIN_CALIBRATION if resolved.model_id == BUILTIN_MODEL_ID else UNFITTED_CALIBRATION
+        self.info = describe(resolved, settings, runtime, self.max_length)
 
     def encode(
         self, query: str, documents: Sequence[str], instruction: str | None, long_docs: LongDocs, max_chunks: int
     ) -> list[EncodedDocument]:
-        query_ids = tuple(self.tokenizer(query, truncation=True, max_length=self.max_length)["input_ids"])
+        query_ids = self.tokenizer(query, truncation=True, max_length=self.max_length)["input_ids"]
+        query_tokens = QueryTokens(tuple(query_ids))
         if not documents:
             return []
         window = self.max_length if long_docs == "truncate" else self.chunk_tokens
@@ -96,7 +99,7 @@ class BiEncoderScorer(Scorer):
         encoded = self.tokenizer(
             list(documents), truncation=True, max_length=window, return_overflowing_tokens=True, stride=stride
         )
-        windows = [EncodedPair(input_ids=tuple(ids), query_ids=query_ids) for ids in encoded["input_ids"]]
+        windows = [EncodedPair(tuple(ids), query_tokens) for ids in encoded["input_ids"]]
         return group_windows(windows, encoded["overflow_to_sample_mapping"], len(documents), long_docs, max_chunks)
 
     def chunks_covering(self, max_chunks: int, window: int, stride: int) -> int:
@@ -105,19 +108,42 @@ class BiEncoderScorer(Scorer):
         model_step = self.max_length - 2 - chunk_stride(self.max_length)
         return math.ceil(max_chunks * model_step / max(1, window - 2 - stride))
 
-    @torch.inference_mode()
     def embed(self, token_lists: Sequence[Sequence[int]]) -> torch.Tensor:
         """Mean-pooled, L2-normalized embeddings, as sentence-transformers computes them for this model."""
-        padded = pad_rows(token_lists, self.tokenizer.pad_token_id or 0)
-        ids, mask = (torch.from_numpy(array).to(self.device) for array in padded)
-        return mean_pooled(self.model(input_ids=ids, attention_mask=mask).last_hidden_state, mask)
+        ids, mask = pad_rows(token_lists, self.tokenizer.pad_token_id or 0)
+        hidden = self.runtime.run({"input_ids": ids, "attention_mask": mask})
+        return mean_pooled(hidden, torch.from_numpy(mask).to(hidden.device))
 
-    def score_batch(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
-        queries = list(dict.fromkeys(pair.query_ids for pair in pairs))
+    @torch.inference_mode()
+    def score_batch(self, pairs: Sequence[BiEncoderPair]) -> np.ndarray:
+        queries = list(dict.fromkeys(pair.payload.query_ids for pair in pairs))
         query_row = {ids: row for row, ids in enumerate(queries)}
         # Queries and documents go through one forward pass; queries are few and short.
         embeddings = self.embed(queries + [pair.input_ids for pair in pairs])
         query_emb, doc_emb = embeddings[: len(queries)], embeddings[len(queries) :]
-        rows = torch.tensor([query_row[pair.query_ids] for pair in pairs], device=doc_emb.device)
+        rows = torch.tensor([query_row[pair.payload.query_ids] for pair in pairs], device=doc_emb.device)
         cosine = (query_emb[rows] * doc_emb).sum(dim=-1)
         return cosine.double().cpu().numpy()
+
+
+def is_bi_encoder(files: ModelFiles) -> bool:
+    # A causal LM in sentence-transformers layout (e.g. Qwen3-Embedding) pools its last token, not the mean.
+    return files.has("modules.json") and not any(arch.endswith("ForCausalLM") for arch in files.architectures)
+
+
+def load_torch(resolved: ResolvedModel, settings: Settings) -> Scorer:
+    return BiEncoderScorer(resolved, settings, TorchRuntime(AutoModel.from_pretrained, resolved, settings))
+
+
+def load_onnx(resolved: ResolvedModel, settings: Settings) -> Scorer:
+    from .onnx import OnnxSession  # onnxruntime: only when this runtime is picked
+
+    return BiEncoderScorer(resolved, settings, OnnxSession(resolved, "feature-extraction", settings))
+
+
+FAMILY = FamilyEntry(
+    detects="`modules.json` (sentence-transformers layout), not a causal LM",
+    detect=is_bi_encoder,
+    loaders={"torch": load_torch, "onnx": load_onnx},
+    payload=QueryTokens,
+)

@@ -1,10 +1,16 @@
-"""Device, precision and thread choices shared by the torch-based backends."""
+"""The torch runtime, and the device, precision and thread choices every torch-based scorer shares."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 
+import numpy as np
 import torch
+from transformers import PreTrainedModel
+
+from ..config import Settings
+from .resolve import ResolvedModel
 
 
 def available_cores() -> int:
@@ -47,3 +53,26 @@ def configure_torch_threads(requested: int) -> int:
     threads = inference_threads(requested)
     torch.set_num_threads(threads)
     return threads
+
+
+class TorchRuntime:
+    """A transformers model on torch (the `Runtime` of models/base.py): loaded once, run in inference mode."""
+
+    backend = "torch"
+
+    def __init__(
+        self, from_pretrained: Callable[..., PreTrainedModel], resolved: ResolvedModel, settings: Settings
+    ) -> None:
+        self.torch_device = pick_device(settings.device)
+        dtype = pick_dtype(settings.dtype, self.torch_device)
+        configure_torch_threads(settings.threads)
+        self.model = from_pretrained(resolved.path, local_files_only=True, dtype=dtype)
+        self.model.to(self.torch_device).eval()
+        self.device = str(self.torch_device)
+        self.dtype = str(dtype).removeprefix("torch.")
+        self.details: dict[str, str] = {}
+
+    @torch.inference_mode()
+    def run(self, batch: Mapping[str, np.ndarray]) -> torch.Tensor:
+        inputs = {name: torch.from_numpy(array).to(self.torch_device) for name, array in batch.items()}
+        return self.model(**inputs)[0]

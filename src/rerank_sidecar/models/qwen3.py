@@ -64,7 +64,9 @@ from ..config import DEFAULT_QWEN3_INSTRUCTION, Settings
 from .base import (
     EncodedDocument,
     EncodedPair,
+    FamilyEntry,
     LongDocs,
+    ModelFiles,
     Scorer,
     ScorerInfo,
     SharedPrefix,
@@ -177,7 +179,7 @@ class Qwen3RerankerScorer(Scorer):
         self.info = ScorerInfo(
             model=resolved.model_id,
             revision=resolved.revision,
-            family="qwen3",
+            family=settings.model_family,
             backend="torch",
             device=str(self.device),
             dtype=str(dtype).removeprefix("torch."),
@@ -353,3 +355,18 @@ class Qwen3RerankerScorer(Scorer):
 def pad_tokens(tensor: torch.Tensor, length: int) -> torch.Tensor:
     """(rows, heads, tokens, dim) zero-padded on the right to `length` tokens."""
     return torch.nn.functional.pad(tensor, (0, 0, 0, length - tensor.shape[2]))
+
+
+def is_qwen3_reranker(files: ModelFiles) -> bool:
+    # A sentence-transformers layout marks an embedding model of the same architecture (Qwen3-Embedding).
+    return "Qwen3ForCausalLM" in files.architectures and not files.has("modules.json")
+
+
+FAMILY = FamilyEntry(
+    detects="`Qwen3ForCausalLM`, not in sentence-transformers layout (Qwen3-Reranker; a Qwen3 chat model "
+    "is indistinguishable from it and scored the same way)",
+    detect=is_qwen3_reranker,
+    loaders={"torch": Qwen3RerankerScorer},
+    payload=None,
+    int8_on_torch_cpu=True,
+)

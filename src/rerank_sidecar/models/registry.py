@@ -1,106 +1,95 @@
-"""Which backend scores which model: detection from config.json, and one loader line per family."""
+"""Which family scores which model: the one list of families, detection from the model's files, and loading.
+
+A family is one file in models/ that defines `FAMILY` (a `FamilyEntry`: its detector, one loader per
+runtime, its pair payload) and one line in `FAMILIES`, which names it. RERANK_MODEL_FAMILY, the
+`family` of a RERANK_MODELS entry and /health's `family` take these names.
+"""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
-from collections.abc import Callable
 from typing import Literal
 
 from ..config import BUILTIN_MODEL_ID, Settings
-from .base import Family, Scorer
-from .bi_encoder import BUILTIN_CALIBRATION, BiEncoderScorer
-from .cross_encoder import CrossEncoderScorer
-from .device import pick_device
+from .base import Backend, FamilyEntry, ModelFiles, Scorer
 from .resolve import ModelNotAvailable, ResolvedModel, resolve_model
+
+# One line per family: its name, and the module that defines its FAMILY. Detection asks them in this order.
+# The modules are imported on first use, so config.py can check a family name here without loading torch.
+FAMILIES: dict[str, str] = {
+    "cross-encoder": ".cross_encoder",
+    "qwen3": ".qwen3",
+    "bi-encoder": ".bi_encoder",
+}
 
 # Models whose int8 NDCG@10 on TREC DL 2020 is held within 0.005 of fp32 by the test suite
 # (tests/test_onnx.py); RERANK_QUANTIZE=auto serves these in int8. SKILL.md says how to measure others.
 INT8_MEASURED_MODELS = frozenset({BUILTIN_MODEL_ID})
 
-Loader = Callable[[ResolvedModel, Settings], Scorer]
-Backend = Literal["torch", "onnx"]
+
+def family(name: str) -> FamilyEntry:
+    """The entry of the family `name`, from the module its line names."""
+    return importlib.import_module(FAMILIES[name], __package__).FAMILY
 
 
-def _load_qwen3(resolved: ResolvedModel, settings: Settings) -> Scorer:
-    from .qwen3 import Qwen3RerankerScorer
-
-    return Qwen3RerankerScorer(resolved, settings)
-
-
-def _load_onnx_cross_encoder(resolved: ResolvedModel, settings: Settings) -> Scorer:
-    from .onnx import OnnxCrossEncoderScorer
-
-    return OnnxCrossEncoderScorer(resolved, settings)
-
-
-def _load_onnx_bi_encoder(resolved: ResolvedModel, settings: Settings) -> Scorer:
-    from .onnx import OnnxBiEncoderScorer
-
-    return OnnxBiEncoderScorer(resolved, settings, BUILTIN_CALIBRATION)
-
-
-# One line per family and backend; Qwen3-Reranker has no onnx line (models/onnx.py says why).
-LOADERS: dict[tuple[Family, Backend], Loader] = {
-    ("cross-encoder", "torch"): CrossEncoderScorer,
-    ("cross-encoder", "onnx"): _load_onnx_cross_encoder,
-    ("qwen3", "torch"): _load_qwen3,
-    ("bi-encoder", "torch"): lambda resolved, settings: BiEncoderScorer(resolved, settings, BUILTIN_CALIBRATION),
-    ("bi-encoder", "onnx"): _load_onnx_bi_encoder,
-}
-
-
-def detect_family(resolved: ResolvedModel) -> Family:
-    """Reads the family off the model's config: classification head, causal LM, or sentence embedder."""
+def detect_family(resolved: ResolvedModel) -> str:
+    """The name of the first family whose detector recognises the model's files."""
     config_path = resolved.path / "config.json"
     try:
-        config = json.loads(config_path.read_text())
+        files = ModelFiles(resolved.path, json.loads(config_path.read_text()))
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelNotAvailable(f"cannot read {config_path}: {exc}") from exc
-    architectures = config.get("architectures") or []
-    if any(arch.endswith("ForSequenceClassification") for arch in architectures):
-        return "cross-encoder"
-    if any(arch.endswith("ForCausalLM") for arch in architectures):
-        return "qwen3"
-    if (resolved.path / "modules.json").is_file():
-        return "bi-encoder"
+    for name in FAMILIES:
+        if family(name).detect(files):
+            return name
+    detectors = "; ".join(f"{name}: {family(name).detects}" for name in FAMILIES)
     raise ModelNotAvailable(
-        f"{resolved.model_id} (revision {resolved.revision}) has architectures {architectures or 'unset'}, "
-        "which no backend serves; set RERANK_MODEL_FAMILY to cross-encoder, qwen3 or bi-encoder if it is one of them"
+        f"{resolved.model_id} (revision {resolved.revision}) has architectures {files.architectures or 'unset'} "
+        f"and model_type {files.config.get('model_type', 'unset')}, which no family recognises ({detectors}); "
+        f"if it is one of them, set RERANK_MODEL_FAMILY (or the `family` of its RERANK_MODELS entry) to its name"
     )
 
 
 def load_scorer(settings: Settings) -> Scorer:
-    """Resolves the configured model on disk and builds its family's scorer."""
+    """Resolves the configured model on disk and builds its family's scorer on the runtime picked for it."""
     resolved = resolve_model(settings)
-    family = detect_family(resolved) if settings.model_family == "auto" else settings.model_family
-    backend = pick_backend(settings, family)
-    qwen3_on_cpu = family == "qwen3" and pick_device(settings.device).type == "cpu"
-    if settings.quantize == "int8" and backend != "onnx" and not qwen3_on_cpu:
+    name = detect_family(resolved) if settings.model_family == "auto" else settings.model_family
+    backend = pick_backend(settings, name)
+    if settings.quantize == "int8" and backend != "onnx" and not (family(name).int8_on_torch_cpu and _on_cpu(settings)):
+        quantizing_torch = ", ".join(other for other in FAMILIES if family(other).int8_on_torch_cpu)
         raise ValueError(
-            f"RERANK_QUANTIZE=int8 needs the onnx backend (or a qwen3 model on the CPU), but the {family} model "
-            f"runs on {backend} here; set RERANK_QUANTIZE=none, or RERANK_BACKEND=onnx with RERANK_DEVICE=cpu"
+            f"RERANK_QUANTIZE=int8 needs the onnx backend (or, for {quantizing_torch}, torch on the CPU), but the "
+            f"{name} model runs on {backend} here; set RERANK_QUANTIZE=none, or RERANK_BACKEND=onnx with "
+            "RERANK_DEVICE=cpu"
         )
-    quantize = pick_quantize(settings, backend)
-    return LOADERS[(family, backend)](resolved, settings.model_copy(update={"quantize": quantize}))
+    chosen = settings.model_copy(update={"model_family": name, "quantize": pick_quantize(settings, backend)})
+    return family(name).loaders[backend](resolved, chosen)
 
 
 def pick_quantize(settings: Settings, backend: Backend) -> Literal["none", "int8"]:
-    """auto: int8 where its ranking quality has been measured (INT8_MEASURED_MODELS, on onnx), none elsewhere."""
+    """auto: int8 on the onnx backend for the models in INT8_MEASURED_MODELS, none elsewhere; else as set."""
     if settings.quantize != "auto":
         return settings.quantize
     measured = settings.served_model_id in INT8_MEASURED_MODELS
     return "int8" if measured and backend == "onnx" else "none"
 
 
-def pick_backend(settings: Settings, family: Family) -> Backend:
+def pick_backend(settings: Settings, name: str) -> Backend:
     """auto: onnx on the CPU where onnxruntime is installed and the family has an onnx loader; torch otherwise."""
+    loaders = family(name).loaders
     if settings.backend == "auto":
-        on_cpu = pick_device(settings.device).type == "cpu"
-        has_onnx = (family, "onnx") in LOADERS and importlib.util.find_spec("onnxruntime") is not None
-        return "onnx" if on_cpu and has_onnx else "torch"
-    if (family, settings.backend) not in LOADERS:
+        has_onnx = "onnx" in loaders and importlib.util.find_spec("onnxruntime") is not None
+        return "onnx" if has_onnx and _on_cpu(settings) else "torch"
+    if settings.backend not in loaders:
         raise ValueError(
-            f"RERANK_BACKEND={settings.backend} does not serve the {family} family; set RERANK_BACKEND=torch or auto"
+            f"RERANK_BACKEND={settings.backend} does not serve the {name} family; set RERANK_BACKEND=torch or auto"
         )
     return settings.backend
+
+
+def _on_cpu(settings: Settings) -> bool:
+    from .device import pick_device  # torch: imported only once a model is being loaded
+
+    return pick_device(settings.device).type == "cpu"
