@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from ..process import spawn_server, wait_until_answering, wait_until_healthy
+from ...process import spawn_server, wait_until_answering, wait_until_healthy
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +54,8 @@ def bench_server(settings: Mapping[str, str], ready_timeout_s: float = 120.0,
 
 @contextmanager
 def onelock_server(model_dir: str, threads: int, ready_timeout_s: float = 120.0) -> Iterator[BenchServer]:
-    """Starts the one-lock baseline (bench/onelock.py) on `model_dir`, yields it, and stops it."""
-    argv = ["-m", "rerank_sidecar.bench.onelock", "--model", model_dir, "--threads", str(threads)]
+    """Starts the one-lock baseline (support/onelock.py) on `model_dir`, yields it, and stops it."""
+    argv = ["-m", "rerank_sidecar.bench.support.onelock", "--model", model_dir, "--threads", str(threads)]
 
     def ready(url: str, process: subprocess.Popen, output: Path) -> None:
         wait_until_answering(url, process, ready_timeout_s, output)
