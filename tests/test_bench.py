@@ -80,6 +80,30 @@ def test_sweep_points_send_requests_per_client_or_at_least_a_total() -> None:
     assert all(w.requests % w.concurrency == 0 and w.documents == 5 for w in at_least)
 
 
+def test_a_stand_in_is_built_once_under_one_path(tmp_path, monkeypatch) -> None:
+    from rerank_sidecar.bench.support import stand_ins
+
+    builds: list[Path] = []
+
+    def build(target: Path) -> Path:
+        builds.append(target)
+        target.mkdir(parents=True)
+        (target / "config.json").write_text("{}")
+        (target / "model.safetensors").write_bytes(b"weights")
+        return target
+
+    monkeypatch.setitem(stand_ins.STAND_INS, "fake", stand_ins.StandIn("fake-shape", build))
+    half_written = tmp_path / "bench-models" / "fake-shape"
+    half_written.mkdir(parents=True)
+    (half_written / "config.json").write_text("{}")  # an interrupted build of an older layout: no weights
+    first = stand_ins.stand_in("fake", tmp_path)
+    assert first == half_written and (first / "model.safetensors").read_bytes() == b"weights"
+    assert stand_ins.stand_in("fake", tmp_path) == first and len(builds) == 1
+    assert builds[0].name == "fake-shape.building" and not builds[0].exists()
+    assert stand_ins.model_settings("fake", "onnx", tmp_path) == {
+        "backend": "onnx", "cache_dir": str(tmp_path), "model_name": str(first)}
+
+
 def test_qwen3_times_three_configurations_and_peak_memory_and_report_renders(
     tiny_qwen3_cache, tmp_path, trec_dir, monkeypatch
 ) -> None:

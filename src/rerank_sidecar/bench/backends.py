@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.table import Table
 
 from .support.data import add_data_argument, first_pairs
-from .support.output import console, write_json
+from .support.output import add_json_argument, console, write_json
 from .support.results import BackendResult, BackendsReport
 from .support.stand_ins import MINILM_STAND_IN, add_cache_dir_argument, bench_cache_dir, stand_in
 from .support.timing import BackendConfig, measure
@@ -38,7 +38,7 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
         "--quality-topics", type=int, default=54, help="TREC topics (100 passages each) for NDCG@10; 0 skips it"
     )
     add_cache_dir_argument(parser)
-    parser.add_argument("--json", dest="json_out", help="also write the report to this JSON file")
+    add_json_argument(parser)
     parser.set_defaults(handler=run)
 
 
@@ -66,8 +66,7 @@ def run(args: argparse.Namespace) -> int:
         int8_over_torch=round(speed[2].pairs_per_s / speed[0].pairs_per_s, 2),
     )
     console.print(_table(report))
-    if args.json_out:
-        write_json(report, args.json_out)
+    write_json(report, args.json_out)
     return 0
 
 

@@ -9,15 +9,16 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..config import Settings
+from ..evaluation.inprocess import first_windows, load_batched, planned_batches
 from .support.data import add_data_argument, traffic_texts
-from .support.output import console, write_json
+from .support.output import add_json_argument, console, write_json
 from .support.results import ONE_LOCK, LoadReport, LoadResult
 from .support.servers import bench_server, onelock_server
 from .support.stand_ins import MINILM_STAND_IN, add_cache_dir_argument, bench_cache_dir, model_settings
-from .support.traffic import run_workload, standard_workloads, sweep_workloads, warm_up
+from .support.traffic import run_workload, standard_workloads, sweep_workloads, traffic_progress, warm_up
 
 
 def run_load(args: argparse.Namespace) -> LoadReport:
@@ -32,8 +33,7 @@ def run_load(args: argparse.Namespace) -> LoadReport:
         workloads = [w for w in standard_workloads(args.scale, args.w1_documents)
                      if w.name in args.workloads.split(",")]
     results: list[LoadResult] = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
+    with traffic_progress() as progress:
         for group in _server_groups(args, base):
             with ExitStack() as stack:
                 servers = [(name, stack.enter_context(bench_server(settings, timeout_s, ray_replicas=replicas)))
@@ -95,9 +95,6 @@ def in_process_ceiling(settings_env: dict[str, str], passages: Sequence[str], qu
     The layouts are fixed batch sizes and the sidecar's own batch planner over all the pairs at once,
     which a live sidecar only sees a window of.
     """
-    from ..config import Settings
-    from ..evaluation.inprocess import first_windows, load_batched, planned_batches
-
     scorer, budget = load_batched(Settings(**settings_env))
     pairs = sorted(first_windows(scorer, query, list(passages)), key=lambda pair: pair.cost)
     layouts = {f"batch {size}": [pairs[start : start + size] for start in range(0, len(pairs), size)]
@@ -130,8 +127,7 @@ def print_report(report: LoadReport) -> None:
 def _run(args: argparse.Namespace) -> int:
     report = run_load(args)
     print_report(report)
-    if args.json_out:
-        write_json(report, args.json_out)
+    write_json(report, args.json_out)
     if args.plot:
         from .support.plot import plot_sweep
 
@@ -178,6 +174,6 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     add_cache_dir_argument(parser)
     parser.add_argument("--threads", type=int, default=0,
                         help="RERANK_THREADS of the sidecars and the in-process ceiling (default 0: every core)")
-    parser.add_argument("--json", dest="json_out", help="write the results to this JSON file")
+    add_json_argument(parser)
     parser.add_argument("--plot", help="write a PNG of latency and throughput against concurrency (sweeps)")
     parser.set_defaults(handler=_run)

@@ -14,9 +14,9 @@ import psutil
 from rich.progress import Progress
 from rich.table import Table
 
-from .support.output import console, write_json
+from .support.output import add_json_argument, console, write_json
 from .support.results import MemoryReport, MemoryRow, ModelsMemoryRow
-from .support.servers import bench_server
+from .support.servers import bench_server, settings_environment
 from .support.stand_ins import TWO_MODELS, add_cache_dir_argument, bench_cache_dir, model_settings, two_models_settings
 
 # A consumer that loads its own copy of the model and scores one pair, then waits to be measured.
@@ -71,11 +71,8 @@ def _stop(consumers: Sequence[subprocess.Popen]) -> None:
 
 
 def measure(counts: Sequence[int], model: str, backend: str, cache_dir: Path) -> MemoryReport:
-    import os
-
     settings = model_settings(model, backend, cache_dir)
-    env = {key: value for key, value in os.environ.items() if not key.startswith("RERANK_")}
-    env.update({f"RERANK_{key.upper()}": value for key, value in settings.items()})
+    env = settings_environment(settings)
     rows: list[MemoryRow] = []
     with Progress(transient=True, console=console) as progress:
         task = progress.add_task("measuring memory", total=2 * len(counts))
@@ -160,8 +157,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.models:
         report.models = measure_models(args.backend, cache)
     print_memory(report)
-    if args.json_out:
-        write_json(report, args.json_out)
+    write_json(report, args.json_out)
     return 0
 
 
@@ -174,5 +170,5 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     add_cache_dir_argument(parser)
     parser.add_argument("--models", action="store_true",
                         help="also: one sidecar serving two models vs two sidecars, and after keep-alive unloaded both")
-    parser.add_argument("--json", dest="json_out", help="write the results to this JSON file")
+    add_json_argument(parser)
     parser.set_defaults(handler=_run)

@@ -12,15 +12,14 @@ import argparse
 import asyncio
 from dataclasses import replace
 
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .support.data import add_data_argument, traffic_texts
-from .support.output import console, write_json
+from .support.output import add_json_argument, console, write_json
 from .support.results import LoadResult, ModelsLoadReport
 from .support.servers import bench_server
 from .support.stand_ins import TWO_MODELS, add_cache_dir_argument, bench_cache_dir, two_models_settings
-from .support.traffic import run_workload, standard_workloads, warm_up
+from .support.traffic import run_workload, standard_workloads, traffic_progress, warm_up
 
 # Every request of a run is queued at once; none may be turned away.
 _QUEUE_ROOM = {"max_queued_pairs": "100000"}
@@ -31,8 +30,7 @@ def run_models_load(args: argparse.Namespace) -> ModelsLoadReport:
     w2 = next(workload for workload in standard_workloads(args.scale) if workload.name == "W2")
     half = replace(w2, name="W2 half", concurrency=w2.concurrency // 2, requests=w2.requests // 2)
     alone_settings, both = two_models_settings(args.backend, bench_cache_dir(args))
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
+    with traffic_progress() as progress:
         with bench_server({**both, **_QUEUE_ROOM}) as server:
             for model in TWO_MODELS:
                 asyncio.run(warm_up(server.url, [half], texts, model=model))
@@ -70,8 +68,7 @@ def print_models_load(report: ModelsLoadReport) -> None:
 def _run(args: argparse.Namespace) -> int:
     report = run_models_load(args)
     print_models_load(report)
-    if args.json_out:
-        write_json(report, args.json_out)
+    write_json(report, args.json_out)
     return 0
 
 
@@ -83,5 +80,5 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies W2's request count")
     parser.add_argument("--max-seconds", type=float, default=180.0, help="stop sending after this long per run")
     add_cache_dir_argument(parser)
-    parser.add_argument("--json", dest="json_out", help="write the results to this JSON file")
+    add_json_argument(parser)
     parser.set_defaults(handler=_run)

@@ -13,7 +13,7 @@ from rich.table import Table
 from ..evaluation.inprocess import score_and_relevance, score_in_process
 from ..evaluation.trec import Benchmark, evaluate, load_benchmark, positional_scores
 from .support.data import add_data_argument
-from .support.output import console, write_json
+from .support.output import add_json_argument, console, write_json
 from .support.results import QualityReport, QualityRow, SettingsComparison
 
 
@@ -122,8 +122,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         report = quality_report(benchmark, args.data, args.url, args.in_process)
         print_quality(report)
-    if args.json_out:
-        write_json(report, args.json_out)
+    write_json(report, args.json_out)
     return 0
 
 
@@ -139,5 +138,5 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--b", action="append", metavar="RERANK_X=VALUE", help="setting B, likewise")
     parser.add_argument("--max-topics", type=int, help="only the first N queries")
     parser.add_argument("--max-candidates", type=int, help="only the first N candidates of each query")
-    parser.add_argument("--json", dest="json_out", help="write the results to this JSON file")
+    add_json_argument(parser)
     parser.set_defaults(handler=_run)

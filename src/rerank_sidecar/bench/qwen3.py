@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .support.data import add_data_argument, first_pairs
-from .support.output import console, write_json
+from .support.output import add_json_argument, console, write_json
 from .support.results import PeakMemory, Qwen3Report
 from .support.stand_ins import QWEN3_STAND_IN, add_cache_dir_argument, bench_cache_dir, stand_in
 from .support.timing import BackendConfig, measure
@@ -45,7 +45,7 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
                         help="comma-separated precisions whose peak RSS is read, each in a fresh process "
                              f"(default {','.join(MEMORY_PRECISIONS)}; '' skips it)")
     add_cache_dir_argument(parser)
-    parser.add_argument("--json", dest="json_out", help="also write the report to this JSON file")
+    add_json_argument(parser)
     parser.set_defaults(handler=run)
 
 
@@ -70,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
                          int8_reuse_over_full=round(speed[2].pairs_per_s / full, 2), memory=memory)
     console.print(f"{args.model}: prefix reuse / full prompts = {report.reuse_over_full}x, "
                   f"int8 with reuse / fp32 full prompts = {report.int8_reuse_over_full}x")
-    if args.json_out:
-        write_json(report, args.json_out)
+    write_json(report, args.json_out)
     return 0
 
 

@@ -27,6 +27,13 @@ class BenchServer:
     """Process id, for memory readings."""
 
 
+def settings_environment(settings: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment with RERANK_* replaced by `settings` (field -> value): a child runs on them only."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RERANK_")}
+    env.update({f"RERANK_{key.upper()}": value for key, value in settings.items()})
+    return env
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -41,8 +48,7 @@ def bench_server(settings: Mapping[str, str], ready_timeout_s: float = 120.0,
     With `ray_replicas`, it serves on that many Ray Serve replicas of a local Ray instance (`serve --ray`).
     """
     ray_args = ["--ray", "--replicas", str(ray_replicas)] if ray_replicas else []
-    env = {key: value for key, value in os.environ.items() if not key.startswith("RERANK_")}
-    env.update({f"RERANK_{key.upper()}": value for key, value in settings.items()})
+    env = settings_environment(settings)
     serve = ["-m", "rerank_sidecar.cli", "serve", "--log-level", "warning", *ray_args]
 
     def ready(url: str, process: subprocess.Popen, output: Path) -> None:

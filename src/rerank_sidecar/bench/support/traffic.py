@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import httpx
 import numpy as np
-from rich.progress import Progress
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .data import TrafficTexts
+from .output import console
 from .results import LoadResult
 
 
@@ -51,6 +52,12 @@ def sweep_workloads(concurrencies: Sequence[int], documents: int, requests_per_c
         return math.ceil(total_requests / clients) if total_requests else max(1, requests_per_client)
 
     return [Workload(f"c{c}", documents, c, c * per_client(c)) for c in concurrencies]
+
+
+def traffic_progress() -> Progress:
+    """Progress bars for `run_workload`: one per workload and configuration while it runs."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), console=console, transient=True)
 
 
 class _Traffic:
