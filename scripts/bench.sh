@@ -8,12 +8,14 @@ mkdir -p "$out"
 bench() { .venv/bin/rerank-sidecar bench "$@"; }
 bench backends --quality-topics 20 --json "$out/backends.json"
 bench load --model minilm-cross-encoder --scale 0.5 --json "$out/load.json"
-bench load --model minilm-cross-encoder --sweep 1,2,4,8,16,32 --sweep-requests 4 --ceiling-pairs 0 \
+# The sweep: at least 200 requests at each point (each of N clients sends ceil(200 / N)), so that its p99 is
+# not one slow request: 1,232 requests per scheduler at about 20 requests/s here, about 2 minutes for both.
+bench load --model minilm-cross-encoder --sweep 1,2,4,8,16,32 --sweep-total-requests 200 --ceiling-pairs 0 \
     --json "$out/sweep.json" --plot "$out/sweep.png"
 # Ray Serve with 1 and 2 replicas, each pinned to 1 CPU and 1 inference thread (needs the [ray] extra).
 bench load --model minilm-cross-encoder --ray-replicas 1,2 --ray-replica-cpus 1 --schedulers batched \
     --workloads W1,W2 --scale 0.5 --ceiling-pairs 0 --json "$out/ray.json"
-# A/B in one run: the sidecar (MiniLM-L6 shape, int8) against the seed's one-lock design (bench/onelock.py).
+# A/B in one run: the sidecar (MiniLM-L6 shape, int8) against the seed's one-lock design (bench/support/onelock.py).
 bench load --model minilm-cross-encoder --quantize int8 --schedulers batched --one-lock --scale 0.25 \
     --max-seconds 90 --ceiling-pairs 0 --json "$out/ab.json"
 # The embedded default with default settings (RERANK_QUANTIZE=auto) and with int8 set, side by side.
@@ -26,7 +28,7 @@ bench models --scale 0.25 --max-seconds 90 --json "$out/models-load.json"
 # Qwen3-Reranker-0.6B's shape (random weights, real tokenizer, built once under the cache): under 1 pair/s
 # in fp32 here, so the runs are small. One inference thread: on these 2 shared cores, two threads' figures
 # swung 2x between passes of the same configuration. In-process: full prompts / prefix reuse / int8, peak RSS.
-RERANK_THREADS=1 bench backends --model qwen3-0.6b --pairs 16 --passes 2 --json "$out/qwen3-backends.json"
+RERANK_THREADS=1 bench qwen3 --pairs 16 --passes 2 --json "$out/qwen3.json"
 # Through the sidecar, W1 only: W2's 32 clients x 5 documents queue 160 pairs at once, about 4 minutes
 # of this model here, past the bench clients' and the sidecar's 120 s deadlines.
 bench load --model qwen3-0.6b --backend torch --threads 1 --schedulers batched --prefix-reuse on,off \

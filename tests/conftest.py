@@ -124,8 +124,8 @@ def builtin_reference_scores(trec_dir: Path):  # -> dict[str, np.ndarray]
     """In-process raw scores of the embedded default with default settings (int8 on the CPU) on every
     TREC DL 2020 candidate, computed once: the reference the HTTP scores (test_quality) are held to.
     """
-    from rerank_sidecar.bench.quality import score_in_process
-    from rerank_sidecar.bench.trec import load_benchmark
+    from rerank_sidecar.evaluation.inprocess import score_in_process
+    from rerank_sidecar.evaluation.trec import load_benchmark
 
     return score_in_process(load_benchmark(trec_dir))
 
@@ -133,8 +133,8 @@ def builtin_reference_scores(trec_dir: Path):  # -> dict[str, np.ndarray]
 @pytest.fixture(scope="session")
 def builtin_fp32_scores(trec_dir: Path):  # -> dict[str, np.ndarray]
     """The same in fp32 (RERANK_QUANTIZE=none), computed once: what the default's int8 quality is held to."""
-    from rerank_sidecar.bench.quality import score_in_process
-    from rerank_sidecar.bench.trec import load_benchmark
+    from rerank_sidecar.evaluation.inprocess import score_in_process
+    from rerank_sidecar.evaluation.trec import load_benchmark
 
     return score_in_process(load_benchmark(trec_dir), quantize="none")
 

@@ -62,7 +62,7 @@ def recording(scorer: Scorer) -> RecordingScorer:
 
 @pytest.fixture(scope="module")
 def passages(trec_dir) -> list[str]:
-    from rerank_sidecar.bench.trec import load_benchmark
+    from rerank_sidecar.evaluation.trec import load_benchmark
 
     benchmark = load_benchmark(trec_dir)
     return [candidate.text for topic in benchmark.topics[:3] for candidate in topic.candidates]
@@ -213,7 +213,7 @@ def test_small_request_arriving_mid_round_waits_for_at_most_one_batch_budget(
     """A 1,000-document request is being scored (CPU budget: 2048 tokens, 64 pairs); a 5-document
     request that arrives during its fourth pass waits for the rest of that round, at most one budget
     of work, and is scored whole in the next round, beside a share of the big one."""
-    from rerank_sidecar.bench.trec import load_benchmark
+    from rerank_sidecar.evaluation.trec import load_benchmark
 
     documents = [candidate.text for topic in load_benchmark(trec_dir).topics[:10] for candidate in topic.candidates]
     big = pairs_for(recording, "history of rome", documents[:1000])

@@ -155,7 +155,7 @@ def needle_document(filler_words: list[str]) -> str:
 def test_chunk_mode_finds_one_answer_sentence_in_a_long_document(builtin_sidecar, tokenizer, trec_dir) -> None:
     """Default settings (embedded model, sentence-sized chunk windows): chunk mode (v1's
     max_chunks_per_doc) scores a buried answer sentence at least half of what it scores alone."""
-    from rerank_sidecar.bench.trec import load_benchmark
+    from rerank_sidecar.evaluation.trec import load_benchmark
 
     passages = " ".join(candidate.text for topic in load_benchmark(trec_dir).topics[5:7] for candidate in topic.candidates)
     documents = [needle_document(FILLER), needle_document(passages.split())]

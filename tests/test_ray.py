@@ -28,9 +28,9 @@ from conftest import LiveServer, free_port, sidecar_env, start_server
 
 pytest.importorskip("ray", reason="the extra rerank-sidecar[ray] is not installed")
 
-from rerank_sidecar.bench.trec import load_benchmark  # noqa: E402
 from rerank_sidecar.cli import main as cli_main  # noqa: E402
 from rerank_sidecar.config import Settings  # noqa: E402
+from rerank_sidecar.evaluation.trec import load_benchmark  # noqa: E402
 from rerank_sidecar.ray_serve import (  # noqa: E402
     REPLICA_HEADER,
     ProxyErrorsMiddleware,

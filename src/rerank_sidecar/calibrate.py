@@ -1,7 +1,7 @@
 """`rerank-sidecar calibrate`: fits the embedded bi-encoder's cosine -> P(relevant) logistic map on TREC DL judgements.
 
 Not a benchmark: its output is the `BUILTIN_CALIBRATION` constant of models/bi_encoder.py. It reads the
-benchmark data with bench/trec.py and scores it with bench/inprocess.py.
+benchmark data with evaluation/trec.py and scores it with evaluation/inprocess.py.
 """
 
 from __future__ import annotations
@@ -12,12 +12,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from .bench.inprocess import score_benchmark
-from .bench.trec import RELEVANT_GRADE, load_benchmark
-from .config import Settings
-from .engine.budget import BatchBudget
-from .models.registry import load_scorer
-from .models.resolve import force_offline
+from .evaluation.inprocess import score_in_process
+from .evaluation.trec import RELEVANT_GRADE, load_benchmark
 
 
 def fit_calibration(cosines: np.ndarray, relevant: np.ndarray) -> tuple[float, float]:
@@ -28,11 +24,8 @@ def fit_calibration(cosines: np.ndarray, relevant: np.ndarray) -> tuple[float, f
 
 
 def main(args: argparse.Namespace) -> int:
-    force_offline()
-    settings = Settings(model_name="", model_family="auto", backend="torch")
     benchmark = load_benchmark(Path(args.data))
-    scorer = load_scorer(settings)
-    raw = score_benchmark(scorer, benchmark, BatchBudget.for_scorer(settings, scorer.info))
+    raw = score_in_process(benchmark, model_name="", model_family="auto", backend="torch")
     cosines, labels = [], []
     for topic in benchmark.topics:
         grades = benchmark.qrels[topic.qid]

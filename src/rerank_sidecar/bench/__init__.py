@@ -1,1 +1,1 @@
-"""Benchmarks: ranking quality, load, backends and memory."""
+"""Benchmarks: one module per `rerank-sidecar bench` sub-command, named like it; what they share is in support/."""

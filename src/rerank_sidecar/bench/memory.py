@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -12,15 +11,13 @@ from pathlib import Path
 
 import httpx
 import psutil
-from pydantic import BaseModel, Field
-from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from .load import model_settings
-from .server import bench_server
-
-console = Console()
+from .support.output import add_json_argument, console, write_json
+from .support.results import MemoryReport, MemoryRow, ModelsMemoryRow
+from .support.servers import bench_server, settings_environment
+from .support.stand_ins import TWO_MODELS, add_cache_dir_argument, bench_cache_dir, model_settings, two_models_settings
 
 # A consumer that loads its own copy of the model and scores one pair, then waits to be measured.
 _IN_PROCESS_CONSUMER = """
@@ -44,33 +41,6 @@ httpx.post(sys.argv[1] + "/rerank", json={"query": "what is a reranker",
 print("ready", flush=True)
 sys.stdin.read()
 """
-
-
-class MemoryRow(BaseModel):
-    """Memory of N consumers, one way or the other."""
-
-    consumers: int = Field(description="Consumer processes.")
-    layout: str = Field(description="sidecar (one model, N thin clients) or in-process (N model copies).")
-    rss_mib: float = Field(description="Sum of resident set sizes (counts shared pages once per process).")
-    pss_mib: float = Field(description="Sum of proportional set sizes (shared pages split between processes).")
-
-
-class ModelsMemoryRow(BaseModel):
-    """Resident memory of sidecars serving two models, one way or another."""
-
-    layout: str = Field(description="What runs: sidecars, which models, loaded or unloaded.")
-    processes: int = Field(description="Sidecar processes measured.")
-    rss_mib: float = Field(description="Sum of their resident set sizes.")
-
-
-class MemoryReport(BaseModel):
-    """What one `bench memory` run measured."""
-
-    model: str = Field(description="Model measured.")
-    rows: list[MemoryRow] = Field(description="One row per layout and consumer count.")
-    models: list[ModelsMemoryRow] = Field(
-        default_factory=list, description="--models: one sidecar serving two models against two sidecars, and unloaded."
-    )
 
 
 def _memory_mib(pids: Sequence[int]) -> tuple[float, float]:
@@ -101,11 +71,8 @@ def _stop(consumers: Sequence[subprocess.Popen]) -> None:
 
 
 def measure(counts: Sequence[int], model: str, backend: str, cache_dir: Path) -> MemoryReport:
-    import os
-
     settings = model_settings(model, backend, cache_dir)
-    env = {key: value for key, value in os.environ.items() if not key.startswith("RERANK_")}
-    env.update({f"RERANK_{key.upper()}": value for key, value in settings.items()})
+    env = settings_environment(settings)
     rows: list[MemoryRow] = []
     with Progress(transient=True, console=console) as progress:
         task = progress.add_task("measuring memory", total=2 * len(counts))
@@ -130,8 +97,6 @@ def measure(counts: Sequence[int], model: str, backend: str, cache_dir: Path) ->
     return MemoryReport(model=model, rows=rows)
 
 
-# Models of the several-models measurement: the embedded default and the MiniLM-shaped cross-encoder.
-TWO_MODELS = ("builtin", "minilm-cross-encoder")
 # Keep-alive of the several-models sidecar: its models unload this long after the warm-up.
 _KEEP_ALIVE_S = 3.0
 
@@ -139,10 +104,9 @@ _KEEP_ALIVE_S = 3.0
 def measure_models(backend: str, cache_dir: Path) -> list[ModelsMemoryRow]:
     """RSS of one sidecar serving both TWO_MODELS, of two sidecars serving one each, of the first after
     keep-alive unloaded both, and of a sidecar that never loaded a model."""
-    singles = [model_settings(model, backend, cache_dir) for model in TWO_MODELS]
-    listed = [{"name": name, "model": settings.get("model_name", "")} for name, settings in zip(TWO_MODELS, singles)]
-    both = {"backend": backend, "cache_dir": str(cache_dir), "models": json.dumps(listed),
-            "keep_alive_s": str(_KEEP_ALIVE_S)}
+    alone, both = two_models_settings(backend, cache_dir)
+    both["keep_alive_s"] = str(_KEEP_ALIVE_S)
+    first_model, second_model = alone.values()
     rows = []
     with bench_server(both) as server:
         for name in TWO_MODELS[1:]:
@@ -152,7 +116,7 @@ def measure_models(backend: str, cache_dir: Path) -> list[ModelsMemoryRow]:
         _wait_unloaded(server.url, len(TWO_MODELS))
         rows.append(ModelsMemoryRow(layout="the same sidecar, both unloaded by keep-alive", processes=1,
                                     rss_mib=_memory_mib([server.pid])[0]))
-    with bench_server(singles[0]) as first, bench_server(singles[1]) as second:
+    with bench_server(first_model) as first, bench_server(second_model) as second:
         rows.append(ModelsMemoryRow(layout="two sidecars, one model each", processes=2,
                                     rss_mib=_memory_mib([first.pid, second.pid])[0]))
     with bench_server(both, warm=False) as empty:
@@ -188,16 +152,12 @@ def print_memory(report: MemoryReport) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from platformdirs import user_cache_dir
-
-    cache_dir = Path(args.cache_dir or user_cache_dir("rerank-sidecar"))
-    report = measure([int(n) for n in args.consumers.split(",")], args.model, args.backend, cache_dir)
+    cache = bench_cache_dir(args)
+    report = measure([int(n) for n in args.consumers.split(",")], args.model, args.backend, cache)
     if args.models:
-        report.models = measure_models(args.backend, cache_dir)
+        report.models = measure_models(args.backend, cache)
     print_memory(report)
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(report.model_dump(), indent=2))
+    write_json(report, args.json_out)
     return 0
 
 
@@ -207,8 +167,8 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--consumers", default="1,2,4", help="comma-separated consumer counts")
     parser.add_argument("--model", default="builtin", help="builtin, minilm-cross-encoder, or a model path/id")
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
-    parser.add_argument("--cache-dir", help="where built benchmark models and ONNX files are cached")
+    add_cache_dir_argument(parser)
     parser.add_argument("--models", action="store_true",
                         help="also: one sidecar serving two models vs two sidecars, and after keep-alive unloaded both")
-    parser.add_argument("--json", dest="json_out", help="write the results to this JSON file")
+    add_json_argument(parser)
     parser.set_defaults(handler=_run)

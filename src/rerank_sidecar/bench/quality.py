@@ -3,41 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import httpx
 import numpy as np
-from pydantic import BaseModel, Field
-from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from .trec import Benchmark, default_data_dir, evaluate, load_benchmark, positional_scores
-
-console = Console()
-
-
-class QualityRow(BaseModel):
-    """Ranking quality of one way of ordering the candidates."""
-
-    ranker: str = Field(description="positional (first-stage order), sidecar, or in-process.")
-    ndcg10: float = Field(description="Mean NDCG@10 (trec_eval convention).")
-    mrr10: float = Field(description="Mean MRR@10, grade >= 2 relevant.")
-    recall10: float = Field(description="Mean Recall@10, grade >= 2 relevant.")
-
-
-class QualityReport(BaseModel):
-    """What one `bench quality` run measured."""
-
-    data: str = Field(description="Benchmark directory.")
-    topics: int = Field(description="Judged queries evaluated.")
-    candidates: int = Field(description="Candidates per query (at most).")
-    model: str | None = Field(None, description="Model the sidecar served.")
-    rows: list[QualityRow] = Field(description="One row per ranker.")
-    max_score_difference: float | None = Field(
-        None, description="Largest |sidecar - in-process| raw score over all pairs."
-    )
+from ..evaluation.inprocess import score_and_relevance, score_in_process
+from ..evaluation.trec import Benchmark, evaluate, load_benchmark, positional_scores
+from .support.data import add_data_argument
+from .support.output import add_json_argument, console, write_json
+from .support.results import QualityReport, QualityRow, SettingsComparison
 
 
 def score_via_sidecar(url: str, benchmark: Benchmark, timeout_s: float = 600.0) -> tuple[dict[str, np.ndarray], str]:
@@ -58,45 +35,6 @@ def score_via_sidecar(url: str, benchmark: Benchmark, timeout_s: float = 600.0) 
     return scores, model
 
 
-def score_in_process(benchmark: Benchmark, **overrides: str) -> dict[str, np.ndarray]:
-    """Raw scores from the configured model loaded in this process (same settings as a sidecar would use,
-    less any `overrides`, e.g. quantize="none")."""
-    return _score_and_relevance(benchmark, overrides)[0]
-
-
-def _score_and_relevance(
-    benchmark: Benchmark, overrides: dict[str, str]
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Raw scores and relevance of every topic, `overrides` (setting field -> value) over the environment's."""
-    from ..config import Settings
-    from ..engine.budget import BatchBudget
-    from ..models.registry import load_scorer
-    from ..models.resolve import force_offline
-    from .inprocess import score_benchmark
-
-    force_offline()
-    settings = Settings(**overrides)
-    scorer = load_scorer(settings)
-    try:
-        raw = score_benchmark(scorer, benchmark, BatchBudget.for_scorer(settings, scorer.info))
-        return raw, {qid: scorer.relevance(scores) for qid, scores in raw.items()}
-    finally:
-        scorer.close()
-
-
-class SettingsComparison(BaseModel):
-    """Two settings of one model scored on the same benchmark, one after the other in this process."""
-
-    data: str = Field(description="Benchmark directory.")
-    topics: int = Field(description="Judged queries evaluated.")
-    candidates: int = Field(description="Candidates per query (at most).")
-    a: list[str] = Field(description="Setting A: the RERANK_* assignments over the environment's.")
-    b: list[str] = Field(description="Setting B, likewise.")
-    rows: list[QualityRow] = Field(description="positional, A and B.")
-    max_raw_difference: float = Field(description="Largest |A - B| raw score over all pairs.")
-    max_relevance_difference: float = Field(description="Largest |A - B| relevance over all pairs.")
-
-
 def parse_assignments(assignments: list[str]) -> dict[str, str]:
     """RERANK_X=value strings as Settings field overrides; an unknown or malformed one raises ValueError."""
     from ..config import Settings
@@ -113,8 +51,8 @@ def parse_assignments(assignments: list[str]) -> dict[str, str]:
 
 def compare_settings(benchmark: Benchmark, data: str, a: list[str], b: list[str]) -> SettingsComparison:
     """NDCG@10 (and MRR/Recall) of setting A and setting B, and how far their scores drift apart."""
-    raw_a, relevance_a = _score_and_relevance(benchmark, parse_assignments(a))
-    raw_b, relevance_b = _score_and_relevance(benchmark, parse_assignments(b))
+    raw_a, relevance_a = score_and_relevance(benchmark, **parse_assignments(a))
+    raw_b, relevance_b = score_and_relevance(benchmark, **parse_assignments(b))
     rows = [QualityRow(ranker="positional", **vars_of(evaluate(benchmark, positional_scores(benchmark)))),
             QualityRow(ranker="A: " + " ".join(a), **vars_of(evaluate(benchmark, raw_a))),
             QualityRow(ranker="B: " + " ".join(b), **vars_of(evaluate(benchmark, raw_b)))]
@@ -184,9 +122,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         report = quality_report(benchmark, args.data, args.url, args.in_process)
         print_quality(report)
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(report.model_dump(), indent=2))
+    write_json(report, args.json_out)
     return 0
 
 
@@ -194,7 +130,7 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     """Adds `bench quality` to the `bench` command group."""
     parser = subcommands.add_parser("quality", help="NDCG@10 / MRR@10 / Recall@10: first-stage order vs sidecar "
                                                     "vs in-process")
-    parser.add_argument("--data", default=default_data_dir(), help="directory with bm25-top100.json and qrels.txt")
+    add_data_argument(parser)
     parser.add_argument("--url", help="running sidecar to score through (e.g. http://127.0.0.1:8765)")
     parser.add_argument("--in-process", action="store_true", help="also score with the configured model in-process")
     parser.add_argument("--a", action="append", metavar="RERANK_X=VALUE",
@@ -202,5 +138,5 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--b", action="append", metavar="RERANK_X=VALUE", help="setting B, likewise")
     parser.add_argument("--max-topics", type=int, help="only the first N queries")
     parser.add_argument("--max-candidates", type=int, help="only the first N candidates of each query")
-    parser.add_argument("--json", dest="json_out", help="write the results to this JSON file")
+    add_json_argument(parser)
     parser.set_defaults(handler=_run)

@@ -9,13 +9,8 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
-from .backends import BackendsReport
-from .load import LoadReport, comparisons
-from .memory import MemoryReport
-from .multimodel import ModelsLoadReport
-from .multimodel import comparisons as models_comparisons
-from .quality import QualityReport
-from .qwen3 import Qwen3Report
+from .support.results import BackendsReport, LoadReport, MemoryReport, ModelsLoadReport, QualityReport, Qwen3Report
+from .support.stand_ins import QWEN3_STAND_IN
 
 # File names `scripts/bench.sh` writes into the results directory.
 RESULT_FILES = {
@@ -28,7 +23,7 @@ RESULT_FILES = {
     "builtin": "builtin.json",
     "memory": "memory.json",
     "models_load": "models-load.json",
-    "qwen3": "qwen3-backends.json",
+    "qwen3": "qwen3.json",
     "qwen3-load": "qwen3-load.json",
     "qwen3-load-w2": "qwen3-load-w2.json",
 }
@@ -104,7 +99,7 @@ def _load(report: LoadReport, title: str) -> list[str]:
                       f"{r.p95_ms:.0f}", f"{r.p99_ms:.0f}"] for r in report.results])
     if report.ray_replica_cpus is not None:
         lines += [f"Each Ray replica: {report.ray_replica_cpus:g} CPU and as many inference threads.", ""]
-    return lines + [f"- {line}" for line in comparisons(report)] + [""]
+    return lines + [f"- {line}" for line in report.comparisons()] + [""]
 
 
 def _models_load(report: ModelsLoadReport) -> list[str]:
@@ -115,7 +110,7 @@ def _models_load(report: ModelsLoadReport) -> list[str]:
                     [[r.configuration, str(r.concurrency), str(r.documents), str(r.requests), str(r.rejected),
                       f"{r.pairs_per_s:.1f}", f"{r.p50_ms:.0f}", f"{r.p99_ms:.0f}"]
                      for r in [*report.together, *report.alone]])
-    return lines + [f"- {line.strip()}" for line in models_comparisons(report)] + [""]
+    return lines + [f"- {line.strip()}" for line in report.comparisons()] + [""]
 
 
 def _memory(report: MemoryReport) -> list[str]:
@@ -143,23 +138,32 @@ def _models_memory(report: MemoryReport) -> list[str]:
 def _qwen3(report: Qwen3Report) -> list[str]:
     full = report.speed[0].pairs_per_s
     threads = f"{report.threads} thread" + ("s" if report.threads != 1 else "")
-    lines = [f"## Qwen3-Reranker-0.6B shape in-process ({threads})", "",
-             "Qwen3-Reranker-0.6B's published config with random weights and the real Qwen3 tokenizer "
-             "(`bench/stand_ins.py`), the same TREC DL 2020 pairs for each configuration (one query's passages); "
-             f"pairs/s is the median of {len(report.speed[0].passes_pairs_per_s)} passes, the configurations "
-             "taking turns.", ""]
+    title, model = _qwen3_model(report.model)
+    lines = [f"## {title} in-process ({threads})", "",
+             f"{model}, the same TREC DL 2020 pairs for each configuration (one query's "
+             f"passages); pairs/s is the median of {len(report.speed[0].passes_pairs_per_s)} passes, the "
+             "configurations taking turns.", ""]
     lines += _table(["configuration", "pairs", "mean prompt tokens", "pairs/s", "each pass", "x fp32 full", "load s"],
                     [[r.backend, str(r.pairs), f"{r.mean_tokens:.0f}", f"{r.pairs_per_s:.2f}",
                       " / ".join(f"{rate:.2f}" for rate in r.passes_pairs_per_s), f"{r.pairs_per_s / full:.2f}x",
                       f"{r.load_s:.1f}"] for r in report.speed])
     lines += [f"Prefix reuse / full prompts: **{report.reuse_over_full:.2f}x**; int8 with reuse / fp32 full prompts: "
-              f"**{report.int8_reuse_over_full:.2f}x**.", "",
-              "Peak RSS per precision, each in a fresh process (prefix reuse on): the model loaded, then the first "
+              f"**{report.int8_reuse_over_full:.2f}x**.", ""]
+    if not report.memory:
+        return lines
+    lines += ["Peak RSS per precision, each in a fresh process (prefix reuse on): the model loaded, then the first "
               "batch the engine plans for DL20's first query.", ""]
-    lines += _table(["precision", "RSS loaded MiB", "peak RSS MiB", "batch pairs", "batch tokens"],
-                    [[m.precision, f"{m.loaded_mib:.0f}", f"{m.peak_mib:.0f}", str(m.batch_pairs), str(m.batch_tokens)]
-                     for m in report.memory])
-    return lines
+    return lines + _table(["precision", "RSS loaded MiB", "peak RSS MiB", "batch pairs", "batch tokens"],
+                          [[m.precision, f"{m.loaded_mib:.0f}", f"{m.peak_mib:.0f}", str(m.batch_pairs),
+                            str(m.batch_tokens)] for m in report.memory])
+
+
+def _qwen3_model(model: str) -> tuple[str, str]:
+    """The section title of `bench qwen3`'s model, and a sentence saying what it is."""
+    if model == QWEN3_STAND_IN:
+        return "Qwen3-Reranker-0.6B shape", ("Qwen3-Reranker-0.6B's published config with random weights and the "
+                                             "real Qwen3 tokenizer (`bench/support/stand_ins.py`)")
+    return f"Qwen3 reranker `{model}`", f"The model at `{model}`"
 
 
 def render(results: Path, plot_link: str | None) -> str:

@@ -1,4 +1,4 @@
-"""`rerank-sidecar bench <name>`: one sub-command per module of rerank_sidecar/bench.
+"""`rerank-sidecar bench <name>`: one sub-command per module of rerank_sidecar/bench, named like it.
 
 Each bench module exposes `add_parser(subcommands)`, which adds its own sub-command and sets
 `handler` on it; listing the module's name in BENCH_MODULES wires it in. Keep each module's top
@@ -13,10 +13,11 @@ import importlib
 # One bench module per name, under rerank_sidecar.bench; add yours on its own line.
 BENCH_MODULES: tuple[str, ...] = (
     "backends",
+    "qwen3",
     "load",
     "quality",
     "memory",
-    "multimodel",
+    "models",
     "report",
 )
 

@@ -4,7 +4,7 @@ FastAPI, one sentence-transformers CrossEncoder, and one asyncio.Lock around its
 request is scored whole, in sentence-transformers' own batches, while every other request waits.
 It answers only what the load generator needs (`/health`, `/warmup`, `/rerank` with scores).
 
-    python -m rerank_sidecar.bench.onelock --model DIR --port N [--host H] [--threads T]
+    python -m rerank_sidecar.bench.support.onelock --model DIR --port N [--host H] [--threads T]
 """
 
 from __future__ import annotations

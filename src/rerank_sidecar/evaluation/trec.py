@@ -124,10 +124,3 @@ def positional_scores(benchmark: Benchmark) -> dict[str, list[float]]:
     """The first-stage order as scores, 1 / (1 + rank): what a consumer without a reranker uses."""
     return {t.qid: [1.0 / (1 + rank) for rank in range(len(t.candidates))] for t in benchmark.topics}
 
-
-def default_data_dir() -> str:
-    """The TREC DL 2020 copy beside a source checkout (`../shared/data/trec-dl-2020`), or `$RERANK_BENCH_DATA`."""
-    import os
-
-    checkout = Path(__file__).resolve().parents[3]
-    return os.environ.get("RERANK_BENCH_DATA", str(checkout.parent / "shared" / "data" / "trec-dl-2020"))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from ..process import spawn_server, wait_until_answering, wait_until_healthy
+from ...process import spawn_server, wait_until_answering, wait_until_healthy
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,13 @@ class BenchServer:
     """Base URL on 127.0.0.1."""
     pid: int
     """Process id, for memory readings."""
+
+
+def settings_environment(settings: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment with RERANK_* replaced by `settings` (field -> value): a child runs on them only."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RERANK_")}
+    env.update({f"RERANK_{key.upper()}": value for key, value in settings.items()})
+    return env
 
 
 def _free_port() -> int:
@@ -41,8 +48,7 @@ def bench_server(settings: Mapping[str, str], ready_timeout_s: float = 120.0,
     With `ray_replicas`, it serves on that many Ray Serve replicas of a local Ray instance (`serve --ray`).
     """
     ray_args = ["--ray", "--replicas", str(ray_replicas)] if ray_replicas else []
-    env = {key: value for key, value in os.environ.items() if not key.startswith("RERANK_")}
-    env.update({f"RERANK_{key.upper()}": value for key, value in settings.items()})
+    env = settings_environment(settings)
     serve = ["-m", "rerank_sidecar.cli", "serve", "--log-level", "warning", *ray_args]
 
     def ready(url: str, process: subprocess.Popen, output: Path) -> None:
@@ -54,8 +60,8 @@ def bench_server(settings: Mapping[str, str], ready_timeout_s: float = 120.0,
 
 @contextmanager
 def onelock_server(model_dir: str, threads: int, ready_timeout_s: float = 120.0) -> Iterator[BenchServer]:
-    """Starts the one-lock baseline (bench/onelock.py) on `model_dir`, yields it, and stops it."""
-    argv = ["-m", "rerank_sidecar.bench.onelock", "--model", model_dir, "--threads", str(threads)]
+    """Starts the one-lock baseline (support/onelock.py) on `model_dir`, yields it, and stops it."""
+    argv = ["-m", "rerank_sidecar.bench.support.onelock", "--model", model_dir, "--threads", str(threads)]
 
     def ready(url: str, process: subprocess.Popen, output: Path) -> None:
         wait_until_answering(url, process, ready_timeout_s, output)

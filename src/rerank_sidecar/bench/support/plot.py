@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .load import LoadReport
+from .results import LoadReport
 
 
 def plot_sweep(report: LoadReport, target: Path) -> Path:
