@@ -1,5 +1,5 @@
-"""Shared fixtures: live sidecar processes on free loopback ports, launchers (`ensure` / `stop`), the tiny
-models, and the TREC DL 2020 data."""
+"""Shared fixtures: live sidecar processes on free loopback ports, launchers (`ensure` / `stop`), the TREC DL
+2020 data, the tiny models, and the device the parity tests run on (`-m parity`, RERANK_TEST_DEVICE)."""
 
 from __future__ import annotations
 
@@ -30,56 +30,6 @@ TREC_DIR = Path(os.environ.get("RERANK_TREC_DIR", REPO.parent / "shared" / "data
 # each export is made once, and nothing is written to the user's own cache.
 os.environ["RERANK_CACHE_DIR"] = tempfile.mkdtemp(prefix="rerank-test-cache-")
 atexit.register(shutil.rmtree, os.environ["RERANK_CACHE_DIR"], True)
-
-
-# How far a raw score of the backend under test may sit from its reference, by the precision it runs in.
-# Half precision measured on the CPU on the tiny models: fp16 within 0.04 of fp32, bf16 within 0.34; twice that.
-PARITY_ATOL = {"float32": 1e-4, "float16": 0.1, "bfloat16": 0.7}
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "parity: compares the backend's scores with a reference implementation; runs on RERANK_TEST_DEVICE "
-        "(scripts/gpu-check.sh runs these on CUDA)",
-    )
-
-
-@dataclass(frozen=True)
-class ParityDevice:
-    """Where the parity tests run the backend under test; their references stay fp32 on the CPU."""
-
-    device: str
-    """RERANK_TEST_DEVICE: cpu (the default) or cuda."""
-    dtype: str
-    """RERANK_TEST_DTYPE: float32 (the default), float16 or bfloat16."""
-
-    @property
-    def settings(self) -> dict[str, str]:
-        """The RERANK_DEVICE and RERANK_DTYPE settings that put a scorer there."""
-        return {"device": self.device, "dtype": self.dtype}
-
-    @property
-    def atol(self) -> float:
-        return PARITY_ATOL[self.dtype]
-
-
-@pytest.fixture(scope="session")
-def parity_device() -> ParityDevice:
-    device = ParityDevice(os.environ.get("RERANK_TEST_DEVICE", "cpu"), os.environ.get("RERANK_TEST_DTYPE", "float32"))
-    if device.dtype not in PARITY_ATOL:
-        pytest.fail(f"RERANK_TEST_DTYPE={device.dtype}: expected one of {', '.join(PARITY_ATOL)}")
-    return device
-
-
-@pytest.fixture
-def offline_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Loading forces offline mode in this process; restore the variables it sets when the test ends."""
-    from huggingface_hub import constants as hub_constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", hub_constants.HF_HUB_OFFLINE)
 
 
 def free_port() -> int:
@@ -293,3 +243,53 @@ def tiny_qwen3_cache(tmp_path_factory: pytest.TempPathFactory):  # -> model_fact
     hf_home = tmp_path_factory.mktemp("hf-home")
     repo_id, sha = build_tiny_qwen3_cache(hf_home)
     return TinyQwen3Cache(hf_home, repo_id, sha)
+
+
+# How far a raw score of the backend under test may sit from its reference, by the precision it runs in.
+# Half precision measured on the CPU on the tiny models: fp16 within 0.04 of fp32, bf16 within 0.34; twice that.
+PARITY_ATOL = {"float32": 1e-4, "float16": 0.1, "bfloat16": 0.7}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "parity: compares the backend's scores with a reference implementation; runs on RERANK_TEST_DEVICE "
+        "(scripts/gpu-check.sh runs these on CUDA)",
+    )
+
+
+@dataclass(frozen=True)
+class ParityDevice:
+    """Where the parity tests run the backend under test; their references stay fp32 on the CPU."""
+
+    device: str
+    """RERANK_TEST_DEVICE: cpu (the default) or cuda."""
+    dtype: str
+    """RERANK_TEST_DTYPE: float32 (the default), float16 or bfloat16."""
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """The RERANK_DEVICE and RERANK_DTYPE settings that put a scorer there."""
+        return {"device": self.device, "dtype": self.dtype}
+
+    @property
+    def atol(self) -> float:
+        return PARITY_ATOL[self.dtype]
+
+
+@pytest.fixture(scope="session")
+def parity_device() -> ParityDevice:
+    device = ParityDevice(os.environ.get("RERANK_TEST_DEVICE", "cpu"), os.environ.get("RERANK_TEST_DTYPE", "float32"))
+    if device.dtype not in PARITY_ATOL:
+        pytest.fail(f"RERANK_TEST_DTYPE={device.dtype}: expected one of {', '.join(PARITY_ATOL)}")
+    return device
+
+
+@pytest.fixture
+def offline_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading forces offline mode in this process; restore the variables it sets when the test ends."""
+    from huggingface_hub import constants as hub_constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", hub_constants.HF_HUB_OFFLINE)
