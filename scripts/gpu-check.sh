@@ -38,7 +38,7 @@ if [ -z "$python" ]; then
     scripts/install.sh
     python=.venv/bin/python
 fi
-# This checkout's code, whatever the environment has installed; tests/ for the dry run's tiny Qwen3.
+# This checkout's code, whatever the environment has installed.
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 started=$(date +%s)
@@ -70,6 +70,7 @@ step() {
     local name=$1 limit=$(($2 * slack))
     shift 2
     local begin=$(date +%s) status=0
+    rm -f "$out/$name".*  # nothing of an earlier run is taken for this one's
     echo "gpu-check.sh: $name (at most ${limit} s)"
     timeout --kill-after=10 "$limit" "$@" >"$out/$name.log" 2>&1 || status=$?
     echo "$status" >"$out/$name.status"
@@ -97,9 +98,9 @@ done
 
 # 2 and 3. Through the sidecar (batched scheduler) against the same backend scoring in-process (the ceiling).
 if $dry_run; then
-    sizes=(--scale 0.05 --w1-documents 10 --warm-up-clients 1 --max-seconds 20)
-    minilm_ceiling=32
-    qwen3_ceiling=16
+    tiny=(--scale 0.05 --w1-documents 10 --warm-up-clients 1 --max-seconds 20)
+    minilm_sizes=("${tiny[@]}" --ceiling-pairs 32)
+    qwen3_sizes=("${tiny[@]}" --ceiling-pairs 16)
     qwen3_model=$("$python" - "$out/tiny-qwen3" 2>"$out/tiny-qwen3.log" <<'PY'
 import sys
 from pathlib import Path
@@ -113,17 +114,15 @@ PY
     )
     cache=(--cache-dir "$out/cache")
 else
-    sizes=(--scale 1 --max-seconds 30)
-    minilm_ceiling=2048
-    qwen3_ceiling=512
-    qwen3_model=qwen3-0.6b
+    minilm_sizes=(--scale 1 --max-seconds 30 --ceiling-pairs 2048)
+    qwen3_sizes=(--scale 0.5 --max-seconds 40 --ceiling-pairs 512)
+    qwen3_model=qwen3-0.6b  # built once under the user's cache (bench/stand_ins.py), about a minute the first time
     cache=()
 fi
 step minilm-load 90 "${bench[@]}" load --model minilm-cross-encoder --backend torch --schedulers batched \
-    --workloads W1,W2 "${sizes[@]}" --ceiling-pairs "$minilm_ceiling" "${cache[@]}" --json "$out/minilm-load.json"
-if $dry_run; then qwen3_sizes=("${sizes[@]}"); else qwen3_sizes=(--scale 0.5 --max-seconds 40); fi
+    --workloads W1,W2 "${minilm_sizes[@]}" "${cache[@]}" --json "$out/minilm-load.json"
 step qwen3-load 170 "${bench[@]}" load --model "$qwen3_model" --backend torch --schedulers batched --prefix-reuse on,off \
-    --workloads W1,W2 "${qwen3_sizes[@]}" --ceiling-pairs "$qwen3_ceiling" "${cache[@]}" --json "$out/qwen3-load.json"
+    --workloads W1,W2 "${qwen3_sizes[@]}" "${cache[@]}" --json "$out/qwen3-load.json"
 
 # 4. Embeddings.
 echo "gpu-check.sh: embeddings throughput: not measured, embeddings are not a feature yet (issue #21)"

@@ -132,8 +132,9 @@ class RaySidecars:
     """Every sidecar started, all stopped when the module ends."""
 
     def launch(self) -> RaySidecar:
-        """Starts a sidecar unless one runs, without waiting for it."""
-        if self.current is None or self.current.process.poll() is not None:
+        """Starts a sidecar, without waiting for it, unless one was started and not taken (a sidecar that died
+        on its own is not replaced: `ready` reports it)."""
+        if self.current is None:
             self.current = launch_ray_sidecar(self.tmp_path_factory.mktemp("ray"))
             self.launched.append(self.current)
         return self.current
@@ -157,7 +158,7 @@ class RaySidecars:
 @pytest.fixture(scope="module")
 def ray_sidecars(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RaySidecars]:
     sidecars = RaySidecars(tmp_path_factory)
-    sidecars.launch()  # Ray starts now, meanwhile the plain sidecar below (when a test asks for it first)
+    sidecars.launch()  # Ray boots while single_sidecar, which depends on this fixture, starts
     try:
         yield sidecars
     finally:
