@@ -98,9 +98,9 @@ done
 
 # 2 and 3. Through the sidecar (batched scheduler) against the same backend scoring in-process (the ceiling).
 if $dry_run; then
-    tiny=(--scale 0.05 --w1-documents 10 --warm-up-clients 1 --max-seconds 20)
-    minilm_sizes=("${tiny[@]}" --ceiling-pairs 32)
-    qwen3_sizes=("${tiny[@]}" --ceiling-pairs 16)
+    tiny=(--scale 0.02 --w1-documents 10 --warm-up-clients 1 --max-seconds 20)
+    minilm_sizes=("${tiny[@]}" --ceiling-pairs 16)
+    qwen3_sizes=("${tiny[@]}" --ceiling-pairs 8)
     qwen3_model=$("$python" - "$out/tiny-qwen3" 2>"$out/tiny-qwen3.log" <<'PY'
 import sys
 from pathlib import Path
