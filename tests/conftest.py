@@ -1,21 +1,27 @@
-"""Shared fixtures: live sidecar processes on free loopback ports, and the TREC DL 2020 data."""
+"""Shared fixtures: live sidecar processes on free loopback ports, launchers (`ensure` / `stop`), the TREC DL
+2020 data, the tiny models, and the device the parity tests run on (`-m parity`, RERANK_TEST_DEVICE)."""
 
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
+from rerank_sidecar.launcher import ExitCode
 from rerank_sidecar.process import spawn_sidecar, wait_until_healthy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,6 +118,88 @@ def builtin_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSe
     server.stop()
 
 
+# `ensure` as the launcher tests call it. Generous: a 2-core CI box running 8 launchers and a starting server
+# at once is slow to answer.
+ENSURE = ("ensure", "--start-timeout", "120")
+
+
+@dataclass
+class Launcher:
+    """Runs the CLI the way a consumer's launcher would, against one port and one state dir."""
+
+    port: int
+    """The port its sidecar serves on (RERANK_SIDECAR_PORT)."""
+    env: dict[str, str]
+    """The whole environment of each command."""
+    workdir: Path
+    """Where each command runs."""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return Path(self.env["RERANK_STATE_DIR"]) / f"sidecar-{self.port}.pid"
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "rerank_sidecar.cli", *args]
+
+    def run(self, *args: str, timeout: float = 180.0, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.command(*args), env={**self.env, **env}, cwd=self.workdir,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def ensure(self, **env: str) -> dict:
+        done = self.run(*ENSURE, **env)
+        assert done.returncode == ExitCode.OK, done.stderr
+        return json.loads(single_line(done.stdout))
+
+
+def single_line(stdout: str) -> str:
+    """The one line a command printed (asserting there is exactly one)."""
+    lines = stdout.splitlines()
+    assert len(lines) == 1, stdout
+    return lines[0]
+
+
+def server_processes(port: int) -> list[psutil.Process]:
+    """Live `rerank_sidecar.cli serve` processes bound (by their command line) to `port`; zombies excluded."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        command = process.info["cmdline"] or []
+        if process.info["status"] == psutil.STATUS_ZOMBIE or "serve" not in command or "--port" not in command:
+            continue
+        if command[command.index("--port") + 1] == str(port) and any("rerank_sidecar" in part for part in command):
+            found.append(process)
+    return found
+
+
+def wait_gone(pid: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} still runs after {timeout} s")
+
+
+@pytest.fixture
+def launcher(tmp_path: Path) -> Iterator[Launcher]:
+    """A free port and a state dir; every sidecar left on that port is killed by pid afterwards.
+
+    A test may add to `launcher.env` (other models, HF_HOME) before its first command.
+    """
+    port = free_port()
+    env = sidecar_env(tmp_path, sidecar_port=str(port), state_dir=str(tmp_path / "state"))
+    yield Launcher(port, env, tmp_path)
+    for process in server_processes(port):
+        process.kill()
+        wait_gone(process.pid)
+
+
 @pytest.fixture(scope="session")
 def trec_dir() -> Path:
     if not (TREC_DIR / "bm25-top100.json").is_file():
@@ -155,3 +243,53 @@ def tiny_qwen3_cache(tmp_path_factory: pytest.TempPathFactory):  # -> model_fact
     hf_home = tmp_path_factory.mktemp("hf-home")
     repo_id, sha = build_tiny_qwen3_cache(hf_home)
     return TinyQwen3Cache(hf_home, repo_id, sha)
+
+
+# How far a raw score of the backend under test may sit from its reference, by the precision it runs in.
+# Half precision measured on the CPU on the tiny models: fp16 within 0.04 of fp32, bf16 within 0.34; twice that.
+PARITY_ATOL = {"float32": 1e-4, "float16": 0.1, "bfloat16": 0.7}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "parity: compares the backend's scores with a reference implementation; runs on RERANK_TEST_DEVICE "
+        "(scripts/gpu-check.sh runs these on CUDA)",
+    )
+
+
+@dataclass(frozen=True)
+class ParityDevice:
+    """Where the parity tests run the backend under test; their references stay fp32 on the CPU."""
+
+    device: str
+    """RERANK_TEST_DEVICE: cpu (the default) or cuda."""
+    dtype: str
+    """RERANK_TEST_DTYPE: float32 (the default), float16 or bfloat16."""
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """The RERANK_DEVICE and RERANK_DTYPE settings that put a scorer there."""
+        return {"device": self.device, "dtype": self.dtype}
+
+    @property
+    def atol(self) -> float:
+        return PARITY_ATOL[self.dtype]
+
+
+@pytest.fixture(scope="session")
+def parity_device() -> ParityDevice:
+    device = ParityDevice(os.environ.get("RERANK_TEST_DEVICE", "cpu"), os.environ.get("RERANK_TEST_DTYPE", "float32"))
+    if device.dtype not in PARITY_ATOL:
+        pytest.fail(f"RERANK_TEST_DTYPE={device.dtype}: expected one of {', '.join(PARITY_ATOL)}")
+    return device
+
+
+@pytest.fixture
+def offline_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading forces offline mode in this process; restore the variables it sets when the test ends."""
+    from huggingface_hub import constants as hub_constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", hub_constants.HF_HUB_OFFLINE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import os
 import subprocess
@@ -14,8 +15,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from conftest import LiveServer, free_port, sidecar_env, start_server
+from tenacity import AsyncRetrying, Retrying
 
 from rerank_sidecar.api.compat_schemas import CompatRerankRequest
+from rerank_sidecar.client import core as client_core
 from rerank_sidecar.client import (
     POSITIONAL_MODEL_ID,
     AsyncSidecarClient,
@@ -38,7 +41,7 @@ HEALTH = {
     "models": [{"name": BUILTIN_MODEL_ID, "aliases": [], "status": "ready", "loaded": True, "model": BUILTIN_MODEL_ID,
                 "revision": "r", "configured_revision": "main", "idle_s": 0.0, "queue_depth": 0}],
 }
-# Short backoffs keep the connection-error tests fast; Retry-After waits are the server's, not these.
+# A policy with short backoffs, whose bounds the connection-error test checks; Retry-After waits are the server's.
 QUICK = RetryPolicy(attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05)
 
 
@@ -60,50 +63,60 @@ def _overloaded(retry_after: str) -> httpx.Response:
 
 
 class Scripted:
-    """A mock server that plays its answers in order and records when each request came."""
+    """A mock server that plays its answers in order and counts the requests it was sent."""
 
     def __init__(self, *answers: httpx.Response | Exception) -> None:
         self.answers = list(answers)
-        self.times: list[float] = []
+        self.requests = 0
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.times.append(time.monotonic())
+        self.requests += 1
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
         return answer
 
-    @property
-    def gaps(self) -> list[float]:
-        return [later - earlier for earlier, later in zip(self.times, self.times[1:])]
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The seconds the clients wait before each retry, recorded through tenacity's `sleep` hook instead of slept:
+    the test checks the wait asked for, and no wall clock of a busy machine decides whether it passes."""
+    recorded: list[float] = []
+
+    async def async_sleep(seconds: float) -> None:
+        recorded.append(seconds)
+
+    monkeypatch.setattr(client_core, "Retrying", functools.partial(Retrying, sleep=recorded.append))
+    monkeypatch.setattr(client_core, "AsyncRetrying", functools.partial(AsyncRetrying, sleep=async_sleep))
+    return recorded
 
 
-def test_503_retries_wait_for_retry_after() -> None:
-    server = Scripted(_overloaded("1"), _overloaded("1"), httpx.Response(200, json=HEALTH))
+def test_503_retries_wait_for_retry_after(waits: list[float]) -> None:
+    server = Scripted(_overloaded("1"), _overloaded("2"), httpx.Response(200, json=HEALTH))
     with SidecarClient("http://sidecar", api_key="", transport=httpx.MockTransport(server)) as client:
         health = client.health()
     assert health.pid == 4242 and health.status == "ready"
-    assert len(server.times) == 3
-    assert all(1.0 <= gap < 2.0 for gap in server.gaps), server.gaps
+    assert server.requests == 3
+    assert waits == [1.0, 2.0]  # each wait is the Retry-After of the answer before it
 
 
-def test_async_503_retries_wait_for_retry_after() -> None:
-    server = Scripted(_overloaded("1"), httpx.Response(200, json=HEALTH))
+def test_async_503_retries_wait_for_retry_after(waits: list[float]) -> None:
+    server = Scripted(_overloaded("3"), httpx.Response(200, json=HEALTH))
 
     async def call() -> None:
         async with AsyncSidecarClient("http://sidecar", api_key="", transport=httpx.MockTransport(server)) as client:
             assert (await client.health()).pid == 4242
 
     asyncio.run(call())
-    assert len(server.times) == 2 and 1.0 <= server.gaps[0] < 2.0
+    assert server.requests == 2 and waits == [3.0]
 
 
-def test_retry_after_longer_than_the_policy_accepts_fails_at_once() -> None:
+def test_retry_after_longer_than_the_policy_accepts_fails_at_once(waits: list[float]) -> None:
     server = Scripted(_overloaded("60"), httpx.Response(200, json=HEALTH))
     with SidecarClient("http://sidecar", api_key="", transport=httpx.MockTransport(server)) as client:
         with pytest.raises(SidecarHTTPError) as raised:
             client.health()
-    assert len(server.times) == 1
+    assert server.requests == 1 and waits == []
     assert raised.value.status == 503 and raised.value.type == "queue_full" and raised.value.retry_after_s == 60.0
 
 
@@ -113,23 +126,24 @@ def test_client_errors_are_not_retried() -> None:
     with SidecarClient("http://sidecar", api_key="", transport=httpx.MockTransport(server)) as client:
         with pytest.raises(SidecarHTTPError) as raised:
             client.rerank(QUERY, [APPLE])
-    assert len(server.times) == 1
+    assert server.requests == 1
     error = raised.value
     assert (error.status, error.type, error.message) == (422, "validation_error", "documents: too many")
 
 
-def test_connection_errors_are_retried_then_reported() -> None:
+def test_connection_errors_are_retried_then_reported(waits: list[float]) -> None:
     refused = httpx.ConnectError("connection refused")
     recovering = Scripted(refused, refused, httpx.Response(200, json=HEALTH))
     with SidecarClient("http://sidecar", api_key="", retry=QUICK, transport=httpx.MockTransport(recovering)) as client:
         assert client.health().pid == 4242
-    assert len(recovering.times) == 3
+    assert recovering.requests == 3
+    assert len(waits) == 2 and all(0 < wait <= QUICK.max_backoff_s for wait in waits), waits
 
     down = Scripted(refused, refused, refused)
     with SidecarClient("http://sidecar", api_key="", retry=QUICK, transport=httpx.MockTransport(down)) as client:
         with pytest.raises(SidecarUnreachable, match="http://sidecar"):
             client.health()
-    assert len(down.times) == QUICK.attempts
+    assert down.requests == QUICK.attempts
 
 
 def test_retry_after_http_date() -> None:

@@ -10,6 +10,9 @@ import cohere
 import pytest
 from conftest import LiveServer, sidecar_env, start_server
 
+from rerank_sidecar.config import Settings
+from rerank_sidecar.engine.budget import DEFAULT_BATCH_TOKENS
+
 SERVED = "builtin:all-MiniLM-L6-v2"
 ALIAS = "rerank-v3.5"
 MAX_DOCUMENTS = 20
@@ -27,11 +30,11 @@ DOCUMENTS = [
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The embedded model with one alias and a small document limit (so limit errors are cheap to provoke).
 
-    It runs on fp32 torch: /rerank/batch is held to equal separate calls to 1e-6, a bound set for fp32
-    (the CPU default, onnx int8, is held batch-independent to 1e-4).
+    It runs on fp32 torch on the CPU, on any host: /rerank/batch is held to equal separate calls to 1e-6, a
+    bound set for fp32 (the CPU default, onnx int8, is held batch-independent to 1e-4; a GPU would serve fp16).
     """
     workdir = tmp_path_factory.mktemp("compat")
-    settings = {"model_aliases": ALIAS, "max_documents": str(MAX_DOCUMENTS), "backend": "torch"}
+    settings = {"model_aliases": ALIAS, "max_documents": str(MAX_DOCUMENTS), "backend": "torch", "device": "cpu"}
     live = start_server(workdir, sidecar_env(workdir, **settings))
     yield live
     live.stop()
@@ -337,11 +340,13 @@ def test_info_reports_the_running_settings(server: LiveServer) -> None:
         info = client.get("/info").json()
         health = client.get("/health").json()
     assert info["model_id"] == info["served_model_name"] == SERVED
+    assert health["device"] == "cpu"  # the fixture's; what follows are the CPU's defaults, read from the code
     assert info["model_sha"] == health["revision"] and info["model_dtype"] == health["dtype"] == "float32"
     assert info["model_type"] == {"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}}
     assert info["max_client_batch_size"] == MAX_DOCUMENTS
     assert info["max_input_length"] == 256
-    assert info["max_batch_tokens"] == 2048 and info["max_batch_requests"] == 64  # the CPU defaults
+    assert info["max_batch_tokens"] == DEFAULT_BATCH_TOKENS["cpu"]
+    assert info["max_batch_requests"] == Settings.model_fields["max_batch_pairs"].default
     assert info["max_concurrent_requests"] == 20000 and info["auto_truncate"] is True
     assert info["version"] == health["version"]
 

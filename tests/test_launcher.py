@@ -6,18 +6,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
-from conftest import free_port, sidecar_env
+from conftest import ENSURE, Launcher, server_processes, sidecar_env, single_line, wait_gone
 
 from rerank_sidecar.client import SidecarClient
 from rerank_sidecar.config import BUILTIN_MODEL_ID
@@ -27,78 +23,6 @@ APPLE = "An apple is a red, crunchy fruit."
 QCD = "Quantum chromodynamics describes the strong interaction."
 QUERY = "What fruit is red and crunchy?"
 CONCURRENT_LAUNCHERS = 8
-# Generous: a 2-core CI box running 8 launchers and a starting server at once is slow to answer.
-ENSURE = ("ensure", "--start-timeout", "120")
-
-
-@dataclass
-class Launcher:
-    """Runs the CLI the way a consumer's launcher would, against one port and one state dir."""
-
-    port: int
-    env: dict[str, str]
-    workdir: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid_file(self) -> Path:
-        return Path(self.env["RERANK_STATE_DIR"]) / f"sidecar-{self.port}.pid"
-
-    def command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "rerank_sidecar.cli", *args]
-
-    def run(self, *args: str, timeout: float = 180.0, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.command(*args), env={**self.env, **env}, cwd=self.workdir,
-                              capture_output=True, text=True, timeout=timeout)
-
-    def ensure(self, **env: str) -> dict:
-        done = self.run(*ENSURE, **env)
-        assert done.returncode == ExitCode.OK, done.stderr
-        return json.loads(_single_line(done.stdout))
-
-
-def _single_line(stdout: str) -> str:
-    lines = stdout.splitlines()
-    assert len(lines) == 1, stdout
-    return lines[0]
-
-
-def server_processes(port: int) -> list[psutil.Process]:
-    """Live `rerank_sidecar.cli serve` processes bound (by their command line) to `port`; zombies excluded."""
-    found = []
-    for process in psutil.process_iter(["cmdline", "status"]):
-        command = process.info["cmdline"] or []
-        if process.info["status"] == psutil.STATUS_ZOMBIE or "serve" not in command or "--port" not in command:
-            continue
-        if command[command.index("--port") + 1] == str(port) and any("rerank_sidecar" in part for part in command):
-            found.append(process)
-    return found
-
-
-def wait_gone(pid: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return
-        except psutil.NoSuchProcess:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"process {pid} still runs after {timeout} s")
-
-
-@pytest.fixture
-def launcher(tmp_path: Path) -> Iterator[Launcher]:
-    """A free port and a state dir; every sidecar left on that port is killed by pid afterwards."""
-    port = free_port()
-    env = sidecar_env(tmp_path, sidecar_port=str(port), state_dir=str(tmp_path / "state"))
-    yield Launcher(port, env, tmp_path)
-    for process in server_processes(port):
-        process.kill()
-        wait_gone(process.pid)
 
 
 def test_concurrent_ensures_start_one_sidecar_and_stop_ends_it(launcher: Launcher) -> None:
@@ -109,7 +33,7 @@ def test_concurrent_ensures_start_one_sidecar_and_stop_ends_it(launcher: Launche
     ]
     outputs = [process.communicate(timeout=240) for process in processes]
     assert [process.returncode for process in processes] == [ExitCode.OK] * CONCURRENT_LAUNCHERS, outputs
-    answers = [json.loads(_single_line(stdout)) for stdout, _ in outputs]
+    answers = [json.loads(single_line(stdout)) for stdout, _ in outputs]
 
     assert {(answer["url"], answer["pid"]) for answer in answers} == {(launcher.url, answers[0]["pid"])}
     assert sum(answer["started"] for answer in answers) == 1
@@ -122,7 +46,7 @@ def test_concurrent_ensures_start_one_sidecar_and_stop_ends_it(launcher: Launche
 
     stopped = launcher.run("stop")
     assert stopped.returncode == ExitCode.OK, stopped.stderr
-    assert json.loads(_single_line(stopped.stdout)) == {"pid": pid, "forced": False}
+    assert json.loads(single_line(stopped.stdout)) == {"pid": pid, "forced": False}
     assert server_processes(launcher.port) == []
     assert not launcher.pid_file.exists()
     again = launcher.run("stop")

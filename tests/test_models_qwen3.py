@@ -2,110 +2,55 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from conftest import ParityDevice, sidecar_env, start_server
 from model_factory import TinyQwen3Cache, build_tiny_qwen3_cache
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from qwen3_reference import (
+    CARD_DEFAULT_INSTRUCTION,
+    CARD_PREFIX,
+    CARD_SUFFIX,
+    CUSTOM_INSTRUCTION,
+    DOCUMENTS,
+    MAX_LENGTH,
+    QUERY,
+    RIVER,
+    local_scorer,
+    model_card_raw_scores,
+)
+from transformers import AutoTokenizer
 
-from rerank_sidecar.config import Settings
 from rerank_sidecar.models.base import chunk_stride
-from rerank_sidecar.models.device import pick_device, pick_dtype
-from rerank_sidecar.models.registry import load_scorer
 
-# The model card's strings, written out here independently of the backend under test.
-CARD_PREFIX = (
-    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
-    'provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
-)
-CARD_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-CARD_DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
-
-MAX_LENGTH = 128
-QUERY = "How do rivers move sediment to the sea?"
-CUSTOM_INSTRUCTION = "Given a geology question, find passages written for children"
-RIVER = (
-    "Rivers pick up sand and silt where the current is fast and drop it where the water slows, "
-    "building deltas at the coast. "
-)
-DOCUMENTS = [
-    "Sediment.",
-    "Rivers carry sediment downstream.",
-    "Quantum chromodynamics describes the strong interaction between quarks and gluons.",
-    RIVER * 2,
-    RIVER * 12,  # far past the 128-token window: truncated
-    "Bread rises because yeast ferments sugar and releases carbon dioxide. " * 9,  # truncated too
-    "",
-]
 LONG_QUERY = "Explain in detail, with examples, " * 30 + QUERY  # alone fills the window
 
 
-@functools.cache
-def model_card_model(snapshot: Path) -> tuple:
-    """Tokenizer and full causal LM, loaded as the model card loads them (once per snapshot)."""
-    tokenizer = AutoTokenizer.from_pretrained(snapshot, padding_side="left")
-    return tokenizer, AutoModelForCausalLM.from_pretrained(snapshot).eval()
-
-
-def model_card_raw_scores(
-    snapshot: Path, query: str, documents: list[str], instruction: str | None, max_length: int, keep_suffix: bool = True
-) -> tuple[np.ndarray, list[int]]:
-    """The Qwen3-Reranker model card's recipe, run as published (full forward, full-vocabulary logits).
-
-    Returns yes_logprob - no_logprob at the last position (which equals logit_yes - logit_no) and the indices
-    whose prompt body the recipe cut. `keep_suffix=False` is the naive alternative of cutting the whole prompt
-    to `max_length`, which loses the suffix on long inputs.
-    """
-    tokenizer, model = model_card_model(snapshot)
-    token_false_id = tokenizer.convert_tokens_to_ids("no")
-    token_true_id = tokenizer.convert_tokens_to_ids("yes")
-    prefix_tokens = tokenizer.encode(CARD_PREFIX, add_special_tokens=False)
-    suffix_tokens = tokenizer.encode(CARD_SUFFIX, add_special_tokens=False)
-    instruction = instruction or CARD_DEFAULT_INSTRUCTION
-    pairs = [f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}" for doc in documents]
-    budget = max_length - len(prefix_tokens) - len(suffix_tokens)
-    full = tokenizer(pairs, padding=False, truncation=False, return_attention_mask=False)["input_ids"]
-    cut = [index for index, ids in enumerate(full) if len(ids) > budget]
-    if keep_suffix:
-        inputs = tokenizer(
-            pairs, padding=False, truncation="longest_first", return_attention_mask=False, max_length=budget
-        )
-        for i, ele in enumerate(inputs["input_ids"]):
-            inputs["input_ids"][i] = prefix_tokens + ele + suffix_tokens
-    else:
-        inputs = {"input_ids": [(prefix_tokens + ids + suffix_tokens)[:max_length] for ids in full]}
-    inputs = tokenizer.pad(inputs, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        batch_scores = model(**inputs).logits[:, -1, :]
-    batch_scores = torch.stack([batch_scores[:, token_false_id], batch_scores[:, token_true_id]], dim=1)
-    log_probs = torch.nn.functional.log_softmax(batch_scores, dim=1)
-    return (log_probs[:, 1] - log_probs[:, 0]).double().numpy(), cut
-
-
 @pytest.fixture(scope="module")
-def qwen3_sidecar(tiny_qwen3_cache: TinyQwen3Cache, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    from conftest import sidecar_env, start_server
-
+def qwen3_sidecar(
+    tiny_qwen3_cache: TinyQwen3Cache, parity_device: ParityDevice, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator:
+    """The tiny model served on the parity device (fp32 on the CPU unless RERANK_TEST_DEVICE says otherwise)."""
     workdir = tmp_path_factory.mktemp("qwen3-sidecar")
     env = sidecar_env(
         workdir,
         model_name=tiny_qwen3_cache.repo_id,
         model_revision=tiny_qwen3_cache.sha,
         max_length=str(MAX_LENGTH),
+        **parity_device.settings,
     ) | tiny_qwen3_cache.env
     server = start_server(workdir, env)
     yield server
     server.stop()
 
 
-def test_warmup_detects_qwen3_at_the_pinned_sha(qwen3_sidecar, tiny_qwen3_cache: TinyQwen3Cache) -> None:
+def test_warmup_detects_qwen3_at_the_pinned_sha(
+    qwen3_sidecar, tiny_qwen3_cache: TinyQwen3Cache, parity_device: ParityDevice
+) -> None:
     with qwen3_sidecar.client() as client:
         warm = client.post("/warmup")
         assert warm.status_code == 200, warm.text
@@ -115,37 +60,37 @@ def test_warmup_detects_qwen3_at_the_pinned_sha(qwen3_sidecar, tiny_qwen3_cache:
         )
         health = client.get("/health").json()
         assert health["status"] == "ready" and health["revision"] == tiny_qwen3_cache.sha
-        device = pick_device("auto")  # what the sidecar picks on this machine: cpu here, cuda on a GPU host
-        dtype = str(pick_dtype("auto", device)).removeprefix("torch.")
-        assert (health["device"], health["dtype"]) == (str(device), dtype)
+        assert (health["device"], health["dtype"]) == (parity_device.device, parity_device.dtype)
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("instruction", [None, CUSTOM_INSTRUCTION], ids=["default-instruction", "custom-instruction"])
 def test_raw_scores_match_the_model_card(
-    qwen3_sidecar, tiny_qwen3_cache: TinyQwen3Cache, instruction: str | None
+    qwen3_sidecar, tiny_qwen3_cache: TinyQwen3Cache, parity_device: ParityDevice, instruction: str | None
 ) -> None:
     expected, cut = model_card_raw_scores(tiny_qwen3_cache.snapshot, QUERY, DOCUMENTS, instruction, MAX_LENGTH)
-    assert np.ptp(expected) > 0.1, "the fixture's scores must spread, or parity at 1e-4 proves nothing"
+    assert np.ptp(expected) > 0.1, "the fixture's scores must spread, or parity proves nothing"
     payload = {"query": QUERY, "documents": DOCUMENTS, "raw_scores": True}
     if instruction:
         payload["instruction"] = instruction
     with qwen3_sidecar.client() as client:
         raw = client.post("/rerank", json=payload).json()
         normalized = client.post("/rerank", json={**payload, "raw_scores": False}).json()
-    np.testing.assert_allclose(raw["scores"], expected, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(raw["scores"], expected, atol=parity_device.atol, rtol=0)
     assert sorted(raw["truncated"]) == cut and cut, "the long documents must be cut, and reported"
     assert [result["index"] for result in raw["results"]] == np.argsort(-expected, kind="stable").tolist()
     np.testing.assert_allclose(normalized["scores"], 1 / (1 + np.exp(-np.asarray(raw["scores"]))), atol=1e-9)
 
 
+@pytest.mark.parity
 def test_query_that_fills_the_window_is_cut_like_the_model_card(
-    qwen3_sidecar, tiny_qwen3_cache: TinyQwen3Cache
+    qwen3_sidecar, tiny_qwen3_cache: TinyQwen3Cache, parity_device: ParityDevice
 ) -> None:
     """No room is left for any document: the body is cut from the right, the prefix and suffix stay."""
     expected, cut = model_card_raw_scores(tiny_qwen3_cache.snapshot, LONG_QUERY, DOCUMENTS, None, MAX_LENGTH)
     with qwen3_sidecar.client() as client:
         raw = client.post("/rerank", json={"query": LONG_QUERY, "documents": DOCUMENTS, "raw_scores": True}).json()
-    np.testing.assert_allclose(raw["scores"], expected, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(raw["scores"], expected, atol=parity_device.atol, rtol=0)
     assert sorted(raw["truncated"]) == cut == list(range(len(DOCUMENTS)))
 
 
@@ -161,16 +106,6 @@ def test_instruction_and_suffix_change_the_scores(qwen3_sidecar, tiny_qwen3_cach
     assert np.abs(np.asarray(served["scores"])[cut] - naive[cut]).min() > 1e-3
 
 
-@pytest.fixture
-def offline_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Loading forces offline mode in this process; restore the variables it sets when the test ends."""
-    from huggingface_hub import constants as hub_constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", hub_constants.HF_HUB_OFFLINE)
-
-
 @pytest.fixture(scope="module")
 def padded_vocab_cache(tmp_path_factory: pytest.TempPathFactory) -> TinyQwen3Cache:
     """The published checkpoints' padded 151,936-row vocabulary (the tokenizer uses 151,669 of them)."""
@@ -179,17 +114,15 @@ def padded_vocab_cache(tmp_path_factory: pytest.TempPathFactory) -> TinyQwen3Cac
     return TinyQwen3Cache(hf_home, repo_id, sha)
 
 
-def local_scorer(cache: TinyQwen3Cache, **settings):
-    """The Qwen3 scorer loaded in this process from the snapshot directory."""
-    return load_scorer(Settings(model_name=str(cache.snapshot), threads=2, **settings))
-
-
-def test_padded_vocabulary_scores_like_the_model_card(offline_process, padded_vocab_cache: TinyQwen3Cache) -> None:
-    scorer = local_scorer(padded_vocab_cache, max_length=MAX_LENGTH)
+@pytest.mark.parity
+def test_padded_vocabulary_scores_like_the_model_card(
+    offline_process, padded_vocab_cache: TinyQwen3Cache, parity_device: ParityDevice
+) -> None:
+    scorer = local_scorer(padded_vocab_cache, max_length=MAX_LENGTH, **parity_device.settings)
     encoded = scorer.encode(QUERY, DOCUMENTS, None, "truncate", 1)
     raw = scorer.score_batch([document.windows[0] for document in encoded])
     expected, cut = model_card_raw_scores(padded_vocab_cache.snapshot, QUERY, DOCUMENTS, None, MAX_LENGTH)
-    np.testing.assert_allclose(raw, expected, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(raw, expected, atol=parity_device.atol, rtol=0)
     assert [index for index, document in enumerate(encoded) if document.truncated] == cut
 
 

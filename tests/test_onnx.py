@@ -1,4 +1,8 @@
-"""ONNX Runtime backend: parity with torch, int8 ranking quality, the export cache, and backend choice."""
+"""ONNX Runtime backend: parity with torch, int8 ranking quality, the export cache, and backend choice.
+
+ONNX Runtime serves the CPU only (RERANK_BACKEND=auto picks it there), so every scorer and sidecar here is
+pinned to RERANK_DEVICE=cpu: on a GPU host `auto` would move the torch side to CUDA and half precision.
+"""
 
 from __future__ import annotations
 
@@ -25,9 +29,8 @@ def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def scorer_for(model_name: str, cache_dir: Path, backend: str, quantize: str = "none") -> Scorer:
-    return load_scorer(
-        Settings(model_name=model_name, backend=backend, quantize=quantize, cache_dir=cache_dir, threads=2)
-    )
+    return load_scorer(Settings(model_name=model_name, device="cpu", backend=backend, quantize=quantize,
+                                cache_dir=cache_dir, threads=2))
 
 
 def trec_pairs(trec_dir: Path, scorer: Scorer, topic_index: int, documents: int) -> list:
@@ -99,11 +102,11 @@ def test_auto_quantize_is_int8_only_where_measured(tiny_cross_encoder_dir: Path,
     embedded = load_scorer(Settings(device="cpu", cache_dir=onnx_cache, threads=2))
     cross_encoder = load_scorer(Settings(model_name=str(tiny_cross_encoder_dir), device="cpu", cache_dir=onnx_cache,
                                          threads=2))
-    assert Settings().quantize == "auto"
+    assert Settings.model_fields["quantize"].default == "auto"
     assert (embedded.info.backend, embedded.info.dtype, embedded.info.details["quantize"]) == ("onnx", "int8", "int8")
     assert (cross_encoder.info.backend, cross_encoder.info.dtype) == ("onnx", "float32")
-    forced = load_scorer(Settings(model_name=str(tiny_cross_encoder_dir), quantize="int8", cache_dir=onnx_cache,
-                                  threads=2))
+    forced = load_scorer(Settings(model_name=str(tiny_cross_encoder_dir), device="cpu", quantize="int8",
+                                  cache_dir=onnx_cache, threads=2))
     assert forced.info.dtype == "int8"
     assert pick_quantize(Settings(quantize="auto"), "torch") == "none"
     assert pick_quantize(Settings(quantize="none"), "onnx") == "none"
@@ -192,7 +195,7 @@ def test_minilm_cross_encoder_builder_is_deterministic(tmp_path: Path) -> None:
 
 def test_default_server_on_cpu_serves_onnx_from_the_cache(sidecar_factory, onnx_cache: Path) -> None:
     exported = scorer_for("", onnx_cache, "onnx", "int8").info.details["onnx_file"]
-    server = sidecar_factory(cache_dir=str(onnx_cache))
+    server = sidecar_factory(cache_dir=str(onnx_cache), device="cpu")
     with server.client() as client:
         warm = client.post("/warmup").json()
         health = client.get("/health").json()

@@ -161,8 +161,13 @@ def test_create_app_refuses_an_exposed_app_without_key_and_builds_it_when_allowe
 ) -> None:
     with pytest.raises(UnsafeExposure, match="RERANK_API_KEY"):
         create_app(make_settings(tmp_path, sidecar_host="0.0.0.0"))
-    # Built, never served: no listener is opened on a public address.
-    assert create_app(make_settings(tmp_path, sidecar_host="0.0.0.0", allow_unauthenticated=True)) is not None
+    # Built and driven in-process, never served: no listener is opened on a public address. Allowed, it answers
+    # every route without a key.
+    allowed = create_app(make_settings(tmp_path, sidecar_host="0.0.0.0", allow_unauthenticated=True))
+    with TestClient(allowed, raise_server_exceptions=False) as client:
+        assert client.get("/metrics").status_code == 200
+        refused_query = client.post("/rerank", json={"query": " ", "documents": []})
+    assert_error_shape(refused_query, 422, "validation_error")  # past auth: the route itself refused the body
 
 
 def test_serve_refuses_a_non_loopback_bind_without_key(tmp_path: Path) -> None:

@@ -9,16 +9,9 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pytest
 import torch
+from conftest import ParityDevice
 from model_factory import TinyQwen3Cache
-from test_models_qwen3 import (
-    CUSTOM_INSTRUCTION,
-    DOCUMENTS,
-    MAX_LENGTH,
-    QUERY,
-    RIVER,
-    model_card_raw_scores,
-    offline_process,  # noqa: F401  (fixture)
-)
+from qwen3_reference import CUSTOM_INSTRUCTION, DOCUMENTS, MAX_LENGTH, QUERY, RIVER, local_scorer, model_card_raw_scores
 
 from rerank_sidecar.engine.budget import BatchBudget
 from rerank_sidecar.models.base import EncodedPair
@@ -32,18 +25,16 @@ SEAM_DOCUMENTS = ["Rivers carry sediment downstream.", "", "\nDeltas form at riv
 
 
 @functools.cache
-def scorers(snapshot: str) -> tuple:
-    """The reuse-on and reuse-off scorers of the tiny model (loaded once per session)."""
-    from test_models_qwen3 import Settings, load_scorer
-
-    on = load_scorer(Settings(model_name=snapshot, threads=2, max_length=MAX_LENGTH))
-    off = load_scorer(Settings(model_name=snapshot, threads=2, max_length=MAX_LENGTH, qwen3_prefix_reuse=False))
+def scorers(cache: TinyQwen3Cache, device: ParityDevice) -> tuple:
+    """The reuse-on and reuse-off scorers of the tiny model on the parity device (loaded once per session)."""
+    on = local_scorer(cache, max_length=MAX_LENGTH, **device.settings)
+    off = local_scorer(cache, max_length=MAX_LENGTH, qwen3_prefix_reuse=False, **device.settings)
     return on, off
 
 
 @pytest.fixture
-def reuse_scorers(offline_process, tiny_qwen3_cache: TinyQwen3Cache) -> tuple:  # noqa: F811
-    return scorers(str(tiny_qwen3_cache.snapshot))
+def reuse_scorers(offline_process, tiny_qwen3_cache: TinyQwen3Cache, parity_device: ParityDevice) -> tuple:
+    return scorers(tiny_qwen3_cache, parity_device)
 
 
 class TokenLog:
@@ -91,7 +82,10 @@ def first_windows(encoded) -> list[EncodedPair]:
     return [document.windows[0] for document in encoded]
 
 
-def test_requests_of_different_queries_in_one_batch_match_the_model_card(reuse_scorers, tiny_qwen3_cache) -> None:
+@pytest.mark.parity
+def test_requests_of_different_queries_in_one_batch_match_the_model_card(
+    reuse_scorers, tiny_qwen3_cache, parity_device: ParityDevice
+) -> None:
     """Two queries of different lengths, one with an instruction override, seam-varying and truncated documents."""
     on, _ = reuse_scorers
     short = first_windows(on.encode(SHORT_QUERY, SEAM_DOCUMENTS + DOCUMENTS, None, "truncate", 1))
@@ -105,8 +99,8 @@ def test_requests_of_different_queries_in_one_batch_match_the_model_card(reuse_s
         tiny_qwen3_cache.snapshot, LONG_QUERY, SEAM_DOCUMENTS, CUSTOM_INSTRUCTION, MAX_LENGTH
     )
     assert cut, "some documents must be truncated"
-    np.testing.assert_allclose([raw[id(pair)] for pair in short], expected_short, atol=1e-4, rtol=0)
-    np.testing.assert_allclose([raw[id(pair)] for pair in long], expected_long, atol=1e-4, rtol=0)
+    np.testing.assert_allclose([raw[id(pair)] for pair in short], expected_short, atol=parity_device.atol, rtol=0)
+    np.testing.assert_allclose([raw[id(pair)] for pair in long], expected_long, atol=parity_device.atol, rtol=0)
     assert len(short[0].prefix.ids) != len(long[0].prefix.ids)
 
 
@@ -121,7 +115,8 @@ def test_the_shared_prefix_ends_where_the_documents_first_tokens_differ(reuse_sc
     assert all(pair.input_ids[: len(pair.prefix.ids)] == pair.prefix.ids for pair in seams)
 
 
-def test_chunk_windows_and_reuse_off_give_the_full_prompt_scores(reuse_scorers) -> None:
+@pytest.mark.parity
+def test_chunk_windows_and_reuse_off_give_the_full_prompt_scores(reuse_scorers, parity_device: ParityDevice) -> None:
     on, off = reuse_scorers
     documents = [RIVER * 12, "Rivers.", RIVER * 3]
     chunked = [w for document in on.encode(QUERY, documents, None, "chunk", 8) for w in document.windows]
@@ -130,21 +125,27 @@ def test_chunk_windows_and_reuse_off_give_the_full_prompt_scores(reuse_scorers) 
     assert [pair.input_ids for pair in chunked] == [pair.input_ids for pair in plain]
     reused, full = on.score_batch(chunked), off.score_batch(plain)
     assert np.ptp(full) > 0.1
-    np.testing.assert_allclose(reused, full, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(reused, full, atol=parity_device.atol, rtol=0)
     assert (on.info.details["prefix_reuse"], off.info.details["prefix_reuse"]) == ("on", "off")
 
 
-def test_one_document_request_matches_the_model_card(reuse_scorers, tiny_qwen3_cache) -> None:
+@pytest.mark.parity
+def test_one_document_request_matches_the_model_card(
+    reuse_scorers, tiny_qwen3_cache, parity_device: ParityDevice
+) -> None:
     on, _ = reuse_scorers
     (pair,) = first_windows(on.encode(QUERY, ["Rivers carry sediment downstream."], None, "truncate", 1))
     assert len(pair.input_ids) - len(pair.prefix.ids) == 1, "a lone window shares all but its scored token"
     expected, _ = model_card_raw_scores(
         tiny_qwen3_cache.snapshot, QUERY, ["Rivers carry sediment downstream."], None, MAX_LENGTH
     )
-    np.testing.assert_allclose(on.score_batch([pair]), expected, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(on.score_batch([pair]), expected, atol=parity_device.atol, rtol=0)
 
 
-def test_request_split_over_batches_runs_its_prefix_once(reuse_scorers, tiny_qwen3_cache, token_log) -> None:
+@pytest.mark.parity
+def test_request_split_over_batches_runs_its_prefix_once(
+    reuse_scorers, tiny_qwen3_cache, token_log, parity_device: ParityDevice
+) -> None:
     on, off = reuse_scorers
     pairs = first_windows(on.encode(LONG_QUERY, DOCUMENTS, None, "truncate", 1))
     system_length = len(on.prefix_ids)
@@ -153,7 +154,7 @@ def test_request_split_over_batches_runs_its_prefix_once(reuse_scorers, tiny_qwe
     log = token_log(on)
     raw = np.concatenate([on.score_batch(pairs[start : start + 2]) for start in range(0, len(pairs), 2)])
     expected, _ = model_card_raw_scores(tiny_qwen3_cache.snapshot, LONG_QUERY, DOCUMENTS, None, MAX_LENGTH)
-    np.testing.assert_allclose(raw, expected, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(raw, expected, atol=parity_device.atol, rtol=0)
     # The request's part of the prefix went through the model once; the system prompt not at all (load-time).
     assert log.occurrences(request_part) == 1
     assert log.occurrences(on.prefix_ids) == 0
@@ -175,16 +176,9 @@ def test_batch_cost_counts_own_tokens_and_a_fraction_of_the_prefix(reuse_scorers
 
 
 @pytest.fixture
-def int8_scorer(offline_process, tiny_qwen3_cache: TinyQwen3Cache):  # noqa: F811
-    return int8_scorer_of(str(tiny_qwen3_cache.snapshot))
-
-
-@functools.cache
-def int8_scorer_of(snapshot: str):
-    """The tiny model's CPU int8 scorer, prefix reuse on (loaded once per session)."""
-    from test_models_qwen3 import Settings, load_scorer
-
-    return load_scorer(Settings(model_name=snapshot, threads=2, max_length=MAX_LENGTH, quantize="int8"))
+def int8_scorer(offline_process, tiny_qwen3_cache: TinyQwen3Cache):
+    """The tiny model's CPU int8 scorer, prefix reuse on."""
+    return local_scorer(tiny_qwen3_cache, max_length=MAX_LENGTH, quantize="int8", device="cpu")
 
 
 def test_int8_scores_rank_like_fp32(int8_scorer, reuse_scorers) -> None:

@@ -17,7 +17,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -32,8 +32,10 @@ from rerank_sidecar.cli import main as cli_main  # noqa: E402
 from rerank_sidecar.config import Settings  # noqa: E402
 from rerank_sidecar.evaluation.trec import load_benchmark  # noqa: E402
 from rerank_sidecar.ray_serve import (  # noqa: E402
+    APP_NAME,
     REPLICA_HEADER,
     ProxyErrorsMiddleware,
+    RerankReplica,
     build_app,
     deployment_options,
     replica_settings,
@@ -118,30 +120,64 @@ def stop_ray_sidecar(server: RaySidecar, timeout: float = 90.0) -> tuple[int, li
     return server.process.returncode, alive
 
 
+@dataclass
+class RaySidecars:
+    """The module's Ray sidecar, shared by its tests: started once, and started again for any test that comes
+    after one that stopped it (`take`), so that the tests pass in any order."""
+
+    tmp_path_factory: pytest.TempPathFactory
+    current: RaySidecar | None = None
+    """The sidecar the next test gets, once ready; None after a test took it."""
+    launched: list[RaySidecar] = field(default_factory=list)
+    """Every sidecar started, all stopped when the module ends."""
+
+    def launch(self) -> RaySidecar:
+        """Starts a sidecar, without waiting for it, unless one was started and not taken (a sidecar that died
+        on its own is not replaced: `ready` reports it)."""
+        if self.current is None:
+            self.current = launch_ray_sidecar(self.tmp_path_factory.mktemp("ray"))
+            self.launched.append(self.current)
+        return self.current
+
+    def ready(self) -> RaySidecar:
+        server = self.launch()
+        wait_ready(server)
+        return server
+
+    def take(self) -> RaySidecar:
+        """A ready sidecar that the caller stops; the next test to need one starts its own."""
+        server = self.ready()
+        self.current = None
+        return server
+
+    def stop_all(self) -> None:
+        for server in self.launched:
+            stop_ray_sidecar(server)
+
+
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RaySidecar, LiveServer]]:
-    """The Ray sidecar and one plain sidecar on the same settings, the latter started while Ray starts."""
-    ray_server = launch_ray_sidecar(tmp_path_factory.mktemp("ray"))
-    single_workdir = tmp_path_factory.mktemp("single")
+def ray_sidecars(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RaySidecars]:
+    sidecars = RaySidecars(tmp_path_factory)
+    sidecars.launch()  # Ray boots while single_sidecar, which depends on this fixture, starts
     try:
-        single = start_server(single_workdir, sidecar_env(single_workdir, **SETTINGS))
-        try:
-            wait_ready(ray_server)
-            yield ray_server, single
-        finally:
-            single.stop()
+        yield sidecars
     finally:
-        stop_ray_sidecar(ray_server)  # the last Ray test stops it and checks; this cleans up after a failure
+        sidecars.stop_all()
+
+
+@pytest.fixture
+def ray_sidecar(ray_sidecars: RaySidecars) -> RaySidecar:
+    return ray_sidecars.ready()
 
 
 @pytest.fixture(scope="module")
-def ray_sidecar(servers: tuple[RaySidecar, LiveServer]) -> RaySidecar:
-    return servers[0]
-
-
-@pytest.fixture(scope="module")
-def single_sidecar(servers: tuple[RaySidecar, LiveServer]) -> LiveServer:
-    return servers[1]
+def single_sidecar(ray_sidecars: RaySidecars, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One plain sidecar on the Ray sidecar's settings. It depends on `ray_sidecars` so that Ray is already
+    starting while it starts: tests list it before `ray_sidecar`."""
+    workdir = tmp_path_factory.mktemp("single")
+    server = start_server(workdir, sidecar_env(workdir, **SETTINGS))
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +208,7 @@ def _assert_same_answers(expected: dict, actual: dict, route: str) -> None:
 
 
 def test_every_route_answers_as_one_sidecar(
-    ray_sidecar: RaySidecar, single_sidecar: LiveServer, requests_: list[tuple[str, dict]]
+    single_sidecar: LiveServer, ray_sidecar: RaySidecar, requests_: list[tuple[str, dict]]
 ) -> None:
     with ray_sidecar.client() as ray_client, single_sidecar.client() as single_client:
         for route, body in requests_:
@@ -193,7 +229,7 @@ def test_every_route_answers_as_one_sidecar(
             assert (actual.status_code, actual.json()) == (expected.status_code, expected.json())
 
 
-def test_health_names_the_replica_that_answered(ray_sidecar: RaySidecar, single_sidecar: LiveServer) -> None:
+def test_health_names_the_replica_that_answered(single_sidecar: LiveServer, ray_sidecar: RaySidecar) -> None:
     pids: dict[str, int] = {}
     with ray_sidecar.client() as client:
         for _ in range(40):
@@ -295,7 +331,7 @@ def _healthy_replicas(client: httpx.Client) -> dict[str, int]:
 
 
 def test_a_replica_killed_mid_load_loses_no_request_and_comes_back(
-    ray_sidecar: RaySidecar, single_sidecar: LiveServer, requests_: list[tuple[str, dict]]
+    single_sidecar: LiveServer, ray_sidecar: RaySidecar, requests_: list[tuple[str, dict]]
 ) -> None:
     unique = [body for route, body in requests_ if route == "/rerank"]
     bodies = unique * 3
@@ -328,8 +364,8 @@ def test_a_replica_killed_mid_load_loses_no_request_and_comes_back(
     assert victim_pid not in after.values()
 
 
-def test_sigterm_stops_ray_and_every_replica(ray_sidecar: RaySidecar) -> None:
-    """Runs last: it stops the module's Ray sidecar."""
+def test_sigterm_stops_ray_and_every_replica(ray_sidecars: RaySidecars) -> None:
+    ray_sidecar = ray_sidecars.take()  # stopped here; a test after this one gets a fresh sidecar
     ray_processes = ray_sidecar.ray_processes()
     assert len(ray_processes) > REPLICAS  # GCS, raylet, controller, proxy and the replicas at least
     returncode, survivors = stop_ray_sidecar(ray_sidecar)
@@ -342,7 +378,7 @@ def test_sigterm_stops_ray_and_every_replica(ray_sidecar: RaySidecar) -> None:
 # --- no Ray instance needed below ---
 
 
-def test_replicas_fixed_or_autoscaled_with_their_resources() -> None:
+def test_replicas_fixed_or_autoscaled_with_their_resources(monkeypatch: pytest.MonkeyPatch) -> None:
     fixed = deployment_options(Settings(ray_min_replicas=3, ray_max_replicas=3, ray_replica_gpus=0.5))
     assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
     assert fixed["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 0.5}
@@ -352,8 +388,15 @@ def test_replicas_fixed_or_autoscaled_with_their_resources() -> None:
     assert "num_replicas" not in scaled and scaled["ray_actor_options"]["num_cpus"] == 2
     with pytest.raises(ValueError, match="RERANK_RAY_MIN_REPLICAS \\(5\\) exceeds RERANK_RAY_MAX_REPLICAS \\(2\\)"):
         deployment_options(Settings(ray_min_replicas=5, ray_max_replicas=2))
-    built = build_app({"ray_min_replicas": "1", "ray_max_replicas": "3"})
-    assert type(built).__name__ == "Application"
+    for name in [name for name in os.environ if name.startswith("RERANK_")]:
+        monkeypatch.delenv(name)
+    built = build_app({"ray_min_replicas": "1", "ray_max_replicas": "3", "threads": "2"})
+    deployment = built._bound_deployment  # what the Application was bound from (Ray has no public accessor)
+    assert deployment.func_or_class is RerankReplica and deployment.name == APP_NAME
+    # The replicas get the settings given, parsed, and nothing else (unset ones fall back to their defaults).
+    assert deployment.init_args == ({"ray_min_replicas": 1, "ray_max_replicas": 3, "threads": 2},)
+    autoscaling = deployment._deployment_config.autoscaling_config
+    assert (autoscaling.min_replicas, autoscaling.max_replicas) == (1, 3)
 
 
 def test_replica_threads_follow_its_cpus_and_it_logs_to_its_own_file(tmp_path: Path) -> None:
