@@ -20,7 +20,7 @@ from rerank_sidecar.engine.engine import Engine, RerankJob
 from rerank_sidecar.engine.errors import QueueFull, RequestTooLarge, SchedulerStopped
 from rerank_sidecar.engine.serial import SerialScheduler
 from rerank_sidecar.metrics import Metrics
-from rerank_sidecar.models.base import EncodedPair, Scorer
+from rerank_sidecar.models.base import Calibration, EncodedPair, Scorer, SharedPrefix
 from rerank_sidecar.models.registry import load_scorer
 
 
@@ -166,6 +166,38 @@ def test_a_round_sorts_the_pairs_of_all_requests_by_length(
     assert all(padded_length(batch) * len(batch) <= 4096 and len(batch) <= 16 for batch in round_batches)
     padded = sum(padded_length(batch) * len(batch) for batch in round_batches)
     assert padded <= 1.1 * sum(costs), (padded, sum(costs))
+
+
+class PrefixComputingScorer:
+    """Scores zeros and marks each batch's shared prefixes computed, as Qwen3's prefix pass does."""
+
+    calibration = Calibration()
+
+    def __init__(self, info) -> None:  # type: ignore[no-untyped-def]
+        self.info = info
+
+    def score_batch(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
+        for pair in pairs:
+            if pair.prefix is not None:
+                pair.prefix.state = "computed"
+        return np.zeros(len(pairs))
+
+
+def test_a_round_counts_the_prefix_pass_it_runs(scorer: Scorer) -> None:
+    recording = RecordingScorer(PrefixComputingScorer(scorer.info))  # type: ignore[arg-type]
+    batcher = micro_batcher(recording, BatchBudget(max_tokens=300, max_pairs=64, pass_overhead_tokens=16))
+    prefix = SharedPrefix(ids=tuple(range(200)))  # a 200-token pass the first batch holding it runs
+    prefixed = [EncodedPair(tuple(range(210)), payload="prefixed", prefix=prefix) for _ in range(4)]  # cost 20 each
+    plain = [EncodedPair(tuple(range(30)), payload="plain") for _ in range(8)]  # cost 30 each
+    try:
+        score_queued_together(batcher, recording, [EncodedPair(tuple(range(10)), payload="filler")], [prefixed, plain])
+    finally:
+        batcher.stop()
+    # The prefixed request's pairs (80 tokens) and its prefix pass (200) fill the 300-token round, so the
+    # plain pairs (240 tokens) wait for the next; counting the pairs alone, one round would take both and
+    # its longest-first plan would score the plain pairs first.
+    owners = [[pair.payload for pair in batch] for batch in recording.batches[1:]]
+    assert owners == [["prefixed"] * 4, ["plain"] * 8], owners
 
 
 def test_requests_of_equal_size_finish_one_after_another(
