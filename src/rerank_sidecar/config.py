@@ -75,8 +75,8 @@ class Settings(BaseSettings):
     model_name: str = Field("", description="Hub id (local cache only) or local directory; empty = embedded default.")
     model_revision: str = Field("main", description="Commit sha or ref the hub id is pinned to.")
     model_family: ModelFamily = Field(
-        "auto", description="Scorer family, a name in models/registry.py (cross-encoder, qwen3, bi-encoder); auto "
-        "detects it from the model's files."
+        "auto", description="Scorer family, a name in models/registry.py (cross-encoder, qwen3, qwen3-embedding, "
+        "bi-encoder); auto detects it from the model's files."
     )
     model_aliases: str = Field(
         "", description="Comma-separated extra names requests may send as `model`, on every route that takes one."
