@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_factory import QWEN3_EMBEDDING_PROMPTS, TinyQwen3Cache, build_tiny_qwen3_embedding_cache
+from model_factory import QWEN3_EMBEDDING_PROMPTS, TinyQwen3Cache
 from qwen3_embedding_reference import DOCUMENTS, MAX_LENGTH, QUERIES, card_documents, card_queries
 
 from rerank_sidecar.config import Settings
@@ -21,13 +21,6 @@ from rerank_sidecar.models.resolve import ResolvedModel
 ATOL = 1e-5
 # Index of the document past the window in DOCUMENTS.
 CUT_DOCUMENT = 2
-
-
-@pytest.fixture(scope="module")
-def tiny_qwen3_embedding(tmp_path_factory: pytest.TempPathFactory) -> TinyQwen3Cache:
-    """A tiny random Qwen3-Embedding-0.6B (real tokenizer and vocabulary) in a HuggingFace cache, built once."""
-    hf_home = tmp_path_factory.mktemp("qwen3-embedding-hf")
-    return TinyQwen3Cache(hf_home, *build_tiny_qwen3_embedding_cache(hf_home))
 
 
 def settings_for(cache: TinyQwen3Cache, **settings: object) -> Settings:
