@@ -66,6 +66,7 @@ def test_engine_embeds_queries_with_the_instruction_and_documents_without(tiny_q
     """Queries (prompt_name "query") and documents (no prompt) in one engine, concurrently, so their texts
     share left-padded passes: each vector equals the model card's, the long document cut as it cuts it."""
     engine = Engine(settings_for(tiny_qwen3_embedding), Metrics().for_model("qwen3-embedding"))
+    assert engine.tasks == ("rerank", "embed") and engine.scorer is None  # read from its files, not loaded
 
     async def run() -> tuple:
         return await asyncio.gather(engine.embed(EmbedJob(QUERIES, prompt_name="query")),
