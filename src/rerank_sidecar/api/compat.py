@@ -80,7 +80,11 @@ def _truncation_warning(indices: list[int]) -> str:
 
 
 @router.post(
-    "/v2/embed", response_model=CohereEmbedResponse, response_model_exclude_none=True, responses=ERROR_RESPONSES
+    "/v2/embed",
+    response_model=CohereEmbedResponse,
+    response_model_exclude_none=True,
+    responses=ERROR_RESPONSES,
+    response_description="Float vectors of the texts, in input order, with the texts and the tokens read.",
 )
 async def embed_v2(body: CohereEmbedRequest, request: Request) -> CohereEmbedResponse:
     """Cohere v2 embed: float vectors of `texts`, with the model's query or document prompt as `input_type` says."""

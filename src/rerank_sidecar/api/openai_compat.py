@@ -20,10 +20,15 @@ from .schemas import ERROR_RESPONSES
 
 router = APIRouter(tags=["OpenAI compatible"])
 
+# The native examples fit OpenAI's shape: its `param` and `code` are null there, and OpenAPI leaves nulls out.
 _RESPONSES = {status: {**response, "model": OpenAIErrorResponse} for status, response in ERROR_RESPONSES.items()}
 
-
-@router.post("/v1/embeddings", response_model=OpenAIEmbeddingResponse, responses=_RESPONSES)
+@router.post(
+    "/v1/embeddings",
+    response_model=OpenAIEmbeddingResponse,
+    responses=_RESPONSES,
+    response_description="One vector per input, in input order, with the tokens read.",
+)
 async def embeddings(body: OpenAIEmbeddingRequest, request: Request) -> OpenAIEmbeddingResponse:
     """One vector per input, in input order; an input over the model's window is a 400 unless RERANK_AUTO_TRUNCATE."""
     outcome = await embed(request, EmbeddingRequest(

@@ -117,3 +117,4 @@ class OpenAIErrorResponse(BaseModel):
     """Every error of /v1/embeddings."""
 
     error: OpenAIErrorBody = Field(description="What went wrong.")
+

@@ -18,12 +18,13 @@ from .tei_schemas import (
     TeiClassifierLabels,
     TeiEmbeddingModel,
     TeiEmbedRequest,
-    TeiErrorResponse,
+    TeiEmbedResponse,
     TeiInfo,
     TeiModelType,
     TeiRank,
     TeiRerankRequest,
     TruncationDirection,
+    tei_error_responses,
 )
 
 router = APIRouter(tags=["text-embeddings-inference compatible"])
@@ -59,11 +60,11 @@ async def rerank_tei(body: TeiRerankRequest, request: Request) -> list[TeiRank]:
 
 @router.post(
     "/embed",
-    response_model=list[list[float]],
-    responses={status: {**response, "model": TeiErrorResponse} for status, response in ERROR_RESPONSES.items()},
+    response_model=TeiEmbedResponse,
+    responses=tei_error_responses(ERROR_RESPONSES),
     response_description="One vector per input, in input order (a bare array, as TEI answers).",
 )
-async def embed_tei(body: TeiEmbedRequest, request: Request) -> list[list[float]]:
+async def embed_tei(body: TeiEmbedRequest, request: Request) -> TeiEmbedResponse:
     """TEI's /embed: `truncate` true or absent cuts an over-long text, false refuses it (400); TEI's error shape."""
     outcome = await embed(request, EmbeddingRequest(
         model=None,  # TEI's request names no model: the default serves it
@@ -76,7 +77,7 @@ async def embed_tei(body: TeiEmbedRequest, request: Request) -> list[list[float]
         dimensions=body.dimensions,
         normalize=body.normalize,
     ))
-    return outcome.vectors.tolist()
+    return TeiEmbedResponse(outcome.vectors.tolist())
 
 
 @router.get(

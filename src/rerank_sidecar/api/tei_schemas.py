@@ -9,9 +9,9 @@ a bare JSON array best first, and errors are `{error, error_type}`.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictBool, field_validator, model_validator
 
 from .schemas import _not_blank, refuse_both_shapes
 
@@ -99,6 +99,12 @@ class TeiEmbedRequest(BaseModel):
     def texts(self) -> list[str]:
         """The inputs as a list, in order."""
         return [self.inputs] if isinstance(self.inputs, str) else self.inputs
+
+
+class TeiEmbedResponse(RootModel[list[list[float]]]):
+    """TEI's /embed answer: a bare array of vectors, in input order."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [[[0.021, -0.043, 0.118]]]})
 
 
 class TeiRank(BaseModel):
@@ -189,3 +195,18 @@ class TeiInfo(BaseModel):
         description="True: without `truncate`, long texts are scored or embedded in part, never refused."
     )
     version: str = Field(description="rerank-sidecar version.")
+
+
+def tei_error_responses(native: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    """The native OpenAPI error entries (schemas.ERROR_RESPONSES) in TEI's shape, examples included."""
+    return {
+        status: {
+            **response,
+            "model": TeiErrorResponse,
+            "content": {"application/json": {"example": {
+                "error": response["content"]["application/json"]["example"]["error"]["message"],
+                "error_type": "Validation" if int(status) < 500 else "Overloaded",
+            }}},
+        }
+        for status, response in native.items()
+    }
