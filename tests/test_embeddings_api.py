@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +19,11 @@ import httpx
 import numpy as np
 import pytest
 from conftest import LiveServer, sidecar_env, start_server
+from fastapi.testclient import TestClient
 
+from rerank_sidecar.api.app import create_app
 from rerank_sidecar.client import AsyncSidecarClient, SidecarClient, SidecarHTTPError
-from rerank_sidecar.config import BUILTIN_MODEL_ID
+from rerank_sidecar.config import BUILTIN_MODEL_ID, Settings
 
 TEXTS = [
     "An apple is a red, crunchy fruit.",
@@ -70,9 +74,13 @@ def assert_vectors(got: object, expected: np.ndarray) -> None:
 
 
 def openai_vectors(answer: dict) -> list:
-    assert answer["object"] == "list" and [item["index"] for item in answer["data"]] == list(range(len(TEXTS)))
-    assert all(item["object"] == "embedding" for item in answer["data"])
-    return [item["embedding"] for item in answer["data"]]
+    assert [item["index"] for item in answer["data"]] == list(range(len(TEXTS)))
+    return openai_vectors_of(answer)
+
+
+def openai_vectors_of(answer: dict) -> list:
+    assert answer["object"] == "list" and all(item["object"] == "embedding" for item in answer["data"])
+    return [item["embedding"] for item in sorted(answer["data"], key=lambda item: item["index"])]
 
 
 # ---------------------------------------------------------------- the vectors, on every route
@@ -152,6 +160,23 @@ def test_a_long_input_is_cut_where_the_request_or_the_server_asks(http: httpx.Cl
     cohere = http.post("/v2/embed", json={"texts": [LONG_TEXT], "truncate": "END"}).json()
     assert_vectors(cohere["embeddings"]["float"], np.asarray(tei.json()[1:]))
     assert "texts 0 were cut" in cohere["meta"]["warnings"][0]
+
+
+def test_auto_truncate_cuts_what_v1_embeddings_and_truncate_none_refuse(
+    http: httpx.Client, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """RERANK_AUTO_TRUNCATE=true: the over-long input the live sidecar refuses is cut, as /embed cuts it."""
+    cut = np.asarray(http.post("/embed", json={"inputs": [LONG_TEXT]}).json())
+    workdir = tmp_path_factory.mktemp("auto-truncate")
+    settings = Settings(_env_file=None, quantize="none", auto_truncate=True, threads=2,
+                        log_path=workdir / "requests.jsonl")
+    with TestClient(create_app(settings)) as client:
+        openai = client.post("/v1/embeddings", json={"input": [LONG_TEXT]})
+        assert openai.status_code == 200, openai.text
+        assert_vectors(openai_vectors_of(openai.json()), cut)
+        cohere = client.post("/v2/embed", json={"texts": [LONG_TEXT], "truncate": "NONE"})
+        assert cohere.status_code == 200, cohere.text
+        assert_vectors(cohere.json()["embeddings"]["float"], cut)
 
 
 # ---------------------------------------------------------------- discovery
@@ -267,3 +292,10 @@ def test_the_client_raises_the_sidecars_error(sidecar: LiveServer) -> None:
         client.embed(TEXTS, model=RERANKER)
     assert raised.value.status == 400 and raised.value.type == "model_cannot_embed"
     assert "cannot embed" in raised.value.message
+
+
+def test_the_client_with_embed_imports_no_torch_numpy_or_fastapi() -> None:
+    heavy = ("torch", "numpy", "fastapi", "transformers")
+    probe = f"import sys, rerank_sidecar.client; print([m for m in {heavy!r} if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
