@@ -32,15 +32,18 @@ TEXTS = [
 ]
 MAX_INPUTS = 4
 RERANKER = "tiny-reranker"
+EMBEDDER = "embed-only"
 # Longer than any window the embedded default reads (at most 512 tokens).
 LONG_TEXT = "word " * 700
 
 
 @pytest.fixture(scope="module")
 def sidecar(tmp_path_factory: pytest.TempPathFactory, tiny_cross_encoder_dir: Path) -> Iterator[LiveServer]:
-    """The embedded default in fp32 (the default model) and a tiny cross-encoder that only reranks."""
+    """The embedded default in fp32 (the default model), a tiny cross-encoder that only reranks, and the embedded
+    default listed for embeddings only (never loaded)."""
     workdir = tmp_path_factory.mktemp("embeddings")
-    models = [{"name": BUILTIN_MODEL_ID, "model": ""}, {"name": RERANKER, "model": str(tiny_cross_encoder_dir)}]
+    models = [{"name": BUILTIN_MODEL_ID, "model": ""}, {"name": RERANKER, "model": str(tiny_cross_encoder_dir)},
+              {"name": EMBEDDER, "model": "", "tasks": ["embed"]}]
     env = sidecar_env(workdir, quantize="none", max_embed_inputs=str(MAX_INPUTS), models=json.dumps(models))
     server = start_server(workdir, env)
     yield server
@@ -188,7 +191,12 @@ def test_info_and_models_say_which_model_embeds_and_which_reranks(http: httpx.Cl
     assert info["max_client_batch_size"] == MAX_INPUTS
     tasks = {card["id"]: card["tasks"] for card in http.get("/v1/models").json()["data"]}
     assert set(tasks[BUILTIN_MODEL_ID]) == {"rerank", "embed"}
-    assert tasks[RERANKER] == ["rerank"]
+    assert tasks[RERANKER] == ["rerank"] and tasks[EMBEDDER] == ["embed"]
+
+
+def test_a_model_listed_for_embeddings_only_refuses_to_rerank(http: httpx.Client) -> None:
+    error = native_error(http.post("/rerank", json={"query": TEXTS[1], "documents": TEXTS, "model": EMBEDDER}), 400)
+    assert error["type"] == "model_cannot_rerank" and "cannot rerank" in error["message"], error
 
 
 def test_the_log_line_notes_an_embedding_request(sidecar: LiveServer, http: httpx.Client) -> None:

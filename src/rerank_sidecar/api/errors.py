@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..engine.errors import (
     CannotEmbed,
+    CannotRerank,
     DeadlineExceeded,
     ModelUnavailable,
     QueueFull,
@@ -31,6 +32,7 @@ _TEI_ERROR_TYPES = {
     "empty": "Empty",
     "input_too_long": "Validation",
     "model_cannot_embed": "Validation",
+    "model_cannot_rerank": "Validation",
     "queue_full": "Overloaded",
     "deadline_exceeded": "Overloaded",
     "model_unavailable": "Unhealthy",
@@ -116,6 +118,7 @@ _STATUS_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_
 # The engine's refusals: status, error type, and the Retry-After to send (None: no header).
 _ENGINE_ERRORS: dict[type[Exception], tuple[int, str, Callable[[Exception], str | None]]] = {
     CannotEmbed: (400, "model_cannot_embed", lambda _: None),
+    CannotRerank: (400, "model_cannot_rerank", lambda _: None),
     ModelUnavailable: (503, "model_unavailable", lambda _: str(MODEL_RETRY_AFTER_S)),
     QueueFull: (503, "queue_full", lambda exc: str(exc.retry_after_s)),
     DeadlineExceeded: (503, "deadline_exceeded", lambda _: "1"),
@@ -126,7 +129,7 @@ _ENGINE_ERRORS: dict[type[Exception], tuple[int, str, Callable[[Exception], str 
 
 
 # The engine's refusals that are the `model` field's fault.
-_MODEL_FAULTS = {UnknownModel: "model", CannotEmbed: "model"}
+_MODEL_FAULTS = {UnknownModel: "model", CannotEmbed: "model", CannotRerank: "model"}
 
 
 def _engine_error_handler(
