@@ -199,13 +199,16 @@ def test_a_model_listed_for_embeddings_only_refuses_to_rerank(http: httpx.Client
     assert error["type"] == "model_cannot_rerank" and "cannot rerank" in error["message"], error
 
 
-def test_the_log_line_notes_an_embedding_request(sidecar: LiveServer, http: httpx.Client) -> None:
+def test_the_log_line_and_metrics_note_embedding_requests(sidecar: LiveServer, http: httpx.Client) -> None:
     request_id = "embed-log-line"
     http.post("/v1/embeddings", json={"input": TEXTS}, headers={"X-Request-ID": request_id})
     [line] = [json.loads(line) for line in sidecar.log_lines() if request_id in line]
     assert line["route"] == "/v1/embeddings" and line["status"] == 200
     assert line["documents"] == len(TEXTS) and line["chars"] == sum(map(len, TEXTS))
     assert line["model"] == BUILTIN_MODEL_ID
+    metrics = http.get("/metrics").text
+    for route in ("/v1/embeddings", "/v2/embed", "/embed"):
+        assert f'rerank_requests_total{{route="{route}",status="200"}}' in metrics
 
 
 # ---------------------------------------------------------------- bad input: a 4xx naming the field and the limit

@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute
 from conftest import LiveServer, free_port, sidecar_env, start_server
 from rerank_sidecar.api.app import create_app
 from rerank_sidecar.api.auth import UnsafeExposure, exposure_refusal
+from rerank_sidecar.api.dialect import ROUTE_DIALECTS
 from rerank_sidecar.config import BUILTIN_MODEL_ID, Settings
 from rerank_sidecar.requestlog import RequestLog, RequestLogEntry
 
@@ -108,7 +109,9 @@ def test_api_key_is_required_on_every_route_but_health(keyed_app: TestClient, tm
     assert {("GET", "/metrics"), ("POST", "/rerank"), ("POST", "/warmup"), ("GET", "/openapi.json")} <= set(routes)
     for method, path in routes:
         response = keyed_app.request(method, path, headers={"X-Request-ID": f"nokey {method} {path}"})
-        assert_error_shape(response, 401, "unauthorized")
+        assert response.status_code == 401, (method, path)
+        if (method, path) not in ROUTE_DIALECTS:  # those answer in their own shape, as test_dialects.py checks
+            assert_error_shape(response, 401, "unauthorized")
         assert response.headers["www-authenticate"] == 'Bearer realm="rerank-sidecar"'
     for header in (f"Bearer {KEY}x", f"Basic {KEY}", "Bearer", KEY):
         response = keyed_app.get("/metrics", headers={"Authorization": header})
