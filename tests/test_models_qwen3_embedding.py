@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import sidecar_env, start_server
 from model_factory import QWEN3_EMBEDDING_PROMPTS, TinyQwen3Cache
 from qwen3_embedding_reference import DOCUMENTS, MAX_LENGTH, QUERIES, card_documents, card_queries
 
@@ -100,6 +101,34 @@ def test_reranking_scores_the_cosine_of_the_model_card_vectors(tiny_qwen3_embedd
     np.testing.assert_allclose(outcome.raw, expected, atol=ATOL)
     assert outcome.truncated == [CUT_DOCUMENT]
     assert np.argsort(-outcome.raw).tolist() == np.argsort(-expected).tolist()
+
+
+def test_the_sidecar_serves_it_from_the_cache_on_every_embedding_route(
+    tiny_qwen3_embedding, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Served by hub id at its pinned sha: TEI's prompt_name and Cohere's input_type pick the query prompt, no
+    prompt for documents; every vector is the model card's, and /rerank ranks by their cosine."""
+    workdir = tmp_path_factory.mktemp("qwen3-embedding-sidecar")
+    env = sidecar_env(workdir, model_name=tiny_qwen3_embedding.repo_id, model_revision=tiny_qwen3_embedding.sha,
+                      max_length=str(MAX_LENGTH), quantize="none") | tiny_qwen3_embedding.env
+    server = start_server(workdir, env)
+    try:
+        with server.client() as client:
+            tei_queries = client.post("/embed", json={"inputs": QUERIES, "prompt_name": "query"})
+            tei_documents = client.post("/embed", json={"inputs": DOCUMENTS})
+            cohere = client.post("/v2/embed", json={"texts": QUERIES[:1], "model": tiny_qwen3_embedding.repo_id,
+                                                    "input_type": "search_query", "embedding_types": ["float"]})
+            reranked = client.post("/rerank", json={"query": QUERIES[0], "documents": DOCUMENTS, "raw_scores": True})
+    finally:
+        server.stop()
+    for response in (tei_queries, tei_documents, cohere, reranked):
+        assert response.status_code == 200, response.text
+    snapshot = tiny_qwen3_embedding.snapshot
+    queries, documents = card_queries(snapshot, QUERIES), card_documents(snapshot, DOCUMENTS)
+    np.testing.assert_allclose(tei_queries.json(), queries, atol=ATOL)
+    np.testing.assert_allclose(tei_documents.json(), documents, atol=ATOL)
+    np.testing.assert_allclose(cohere.json()["embeddings"]["float"], queries[:1], atol=ATOL)
+    np.testing.assert_allclose(reranked.json()["scores"], documents @ queries[0], atol=ATOL)
 
 
 def test_int8_on_the_cpu_embeds_a_text_the_same_in_any_batch(tiny_qwen3_embedding) -> None:
