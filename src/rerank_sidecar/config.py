@@ -144,6 +144,13 @@ class Settings(BaseSettings):
     max_query_chars: int = Field(10_000, ge=1, description="Longest query or instruction, in characters.")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1, description="Largest request body, in bytes.")
 
+    # --- embeddings ---
+    auto_truncate: bool = Field(
+        False, description="Cut an input longer than the model's window on /v1/embeddings (and /v2/embed with "
+        "truncate NONE) instead of answering 400, as TEI's auto_truncate."
+    )
+    max_embed_inputs: int = Field(2048, ge=1, description="Most texts in one embedding request.")
+
     # --- security ---
     api_key: str = Field("", description="When set, every route but /health needs 'Authorization: Bearer <key>'.")
     allow_unauthenticated: bool = Field(False, description="Allow a non-loopback bind without an API key.")
