@@ -128,6 +128,12 @@ def test_haystack_tei_embedders(server: LiveServer, expected: np.ndarray, monkey
     """Haystack posts to the URL it is given, so it names /embed. Its default is normalize=False, as TEI's
     own clients may send: the pooled vector before normalization, same direction, not unit length."""
     monkeypatch.setenv("HAYSTACK_TELEMETRY_ENABLED", "False")
+    # Haystack's TEI embedders post through huggingface_hub, which refuses every URL, even a local one, once a
+    # model loaded in this process (another test's) has switched the hub offline (models/resolve.force_offline).
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     from haystack import Document
     from haystack.components.embedders import HuggingFaceAPIDocumentEmbedder, HuggingFaceAPITextEmbedder
     from haystack.utils import Secret
