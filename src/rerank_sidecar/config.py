@@ -25,6 +25,7 @@ def _registered_family(name: str) -> str:
 ModelFamily = Annotated[str, AfterValidator(_registered_family)]
 Backend = Literal["auto", "torch", "onnx"]
 Quantize = Literal["auto", "none", "int8"]
+Task = Literal["rerank", "embed"]
 
 
 class ModelSpec(BaseModel):
@@ -40,6 +41,9 @@ class ModelSpec(BaseModel):
     backend: Backend | None = Field(None, description="Inference runtime; None takes RERANK_BACKEND.")
     quantize: Quantize | None = Field(None, description="None takes RERANK_QUANTIZE.")
     max_length: int | None = Field(None, ge=16, description="Longest tokenized pair; None takes RERANK_MAX_LENGTH.")
+    tasks: list[Task] | None = Field(
+        None, min_length=1, description="What requests may ask of it (rerank, embed); None: what its family serves."
+    )
 
     @property
     def served_model_id(self) -> str:
@@ -77,6 +81,10 @@ class Settings(BaseSettings):
     model_aliases: str = Field(
         "", description="Comma-separated extra names requests may send as `model`, on every route that takes one."
     )
+    model_tasks: str = Field(
+        "", description="Comma-separated tasks the model serves (rerank, embed); empty: what its family serves "
+        "(bi-encoder and qwen3-embedding: both; cross-encoder and qwen3: rerank)."
+    )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto: cuda, then mps, then cpu.")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="auto: float16 on GPU, float32 on CPU."
@@ -110,7 +118,8 @@ class Settings(BaseSettings):
         default_factory=list,
         description='JSON list of models to serve, e.g. [{"name": "qwen3", "model": "Qwen/Qwen3-Reranker-0.6B", '
         '"revision": "<sha>"}, {"name": "minilm", "model": "/models/minilm", "aliases": ["rerank-v3.5"]}]; '
-        "empty = the one model of RERANK_MODEL_NAME. Each entry may set aliases, family, backend, quantize, max_length.",
+        "empty = the one model of RERANK_MODEL_NAME. Each entry may set aliases, family, backend, quantize, max_length, "
+        "tasks.",
     )
     keep_alive_s: float | None = Field(
         None, gt=0, description="Unload a model idle this many seconds (loaded again on its next request); unset = never."
@@ -199,9 +208,22 @@ class Settings(BaseSettings):
         """These settings with the model fields of `spec`: what one model's engine and scorer read."""
         overrides = {"family": "model_family", "backend": "backend", "quantize": "quantize", "max_length": "max_length"}
         update = {"model_name": spec.model, "model_revision": spec.revision, "model_aliases": ",".join(spec.aliases),
-                  "models": []}
+                  "model_tasks": ",".join(spec.tasks or []), "models": []}
         update.update({field: getattr(spec, key) for key, field in overrides.items() if getattr(spec, key) is not None})
         return self.model_copy(update=update)
+
+    @field_validator("model_tasks")
+    @classmethod
+    def _known_tasks(cls, value: str) -> str:
+        unknown = [task.strip() for task in value.split(",") if task.strip() not in ("", "rerank", "embed")]
+        if unknown:
+            raise ValueError(f"RERANK_MODEL_TASKS: unknown task(s) {', '.join(unknown)}; the tasks are rerank, embed")
+        return value
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """RERANK_MODEL_TASKS as a tuple; empty: what the model's family serves."""
+        return tuple(dict.fromkeys(task.strip() for task in self.model_tasks.split(",") if task.strip()))
 
     @property
     def aliases(self) -> list[str]:

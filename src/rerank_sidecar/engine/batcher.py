@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..config import Task
 from ..metrics import ModelMetrics
-from ..models.base import EncodedPair, Scorer
+from ..models.base import EncodedPair, PassOutput, Scorer
 from .budget import BatchBudget
 from .compute import SharedCompute
 from .errors import SchedulerStopped
-from .scheduler import SHUTTING_DOWN, Scheduler
+from .scheduler import SHUTTING_DOWN, Scheduler, task_outputs
 
 _Slot = tuple["_PendingRequest", int]
 """One pair of a round: its request, and its index in the request."""
@@ -24,14 +25,16 @@ _Slot = tuple["_PendingRequest", int]
 
 @dataclass(eq=False)
 class _PendingRequest:
-    """One request's pairs on their way through the queue."""
+    """One request's pairs (rerank pairs, or embedding texts) on their way through the queue."""
 
     pairs: Sequence[EncodedPair]
     """The request's pairs, in the request's order."""
+    task: Task
+    """What the request wants of each pair: its raw score (rerank) or its vector (embed)."""
     loop: asyncio.AbstractEventLoop
     """The event loop awaiting the result."""
     future: asyncio.Future[np.ndarray]
-    """Resolved with all raw scores once the last pair is scored."""
+    """Resolved with every pair's output once the last pair is run."""
     order: list[int] = field(init=False)
     """Pair indices longest first, so consecutive batches of one request pad little."""
     cursor: int = 0
@@ -39,14 +42,21 @@ class _PendingRequest:
     withdrawn: bool = False
     """The request was cancelled or failed: its pairs still waiting in a round are skipped."""
     unscored: int = field(init=False)
-    """Pairs whose score has not come back yet."""
-    scores: np.ndarray = field(init=False)
-    """Raw scores, filled in as batches finish."""
+    """Pairs whose output has not come back yet."""
+    outputs: np.ndarray | None = None
+    """Raw scores (pairs) or vectors (pairs x dimensions), filled in as batches finish; made by the first."""
 
     def __post_init__(self) -> None:
         self.order = sorted(range(len(self.pairs)), key=lambda i: -self.pairs[i].cost)
         self.unscored = len(self.pairs)
-        self.scores = np.zeros(len(self.pairs), dtype=np.float64)
+
+    def store(self, index: int, output: PassOutput, row: int) -> None:
+        """Keeps what the pass gave row `row`, this request's pair `index`."""
+        part = task_outputs(output, self.task)
+        if self.outputs is None:
+            self.outputs = np.zeros((len(self.pairs), *part.shape[1:]), dtype=part.dtype)
+        self.outputs[index] = part[row]
+        self.unscored -= 1
 
     @property
     def unscheduled(self) -> int:
@@ -70,7 +80,7 @@ class _PendingRequest:
 
 
 class MicroBatcher(Scheduler):
-    """Scores the waiting requests in rounds: the fewest-left requests first, sorted by length, cut into batches.
+    """Runs the waiting requests in rounds (rerank and embedding requests alike, sharing passes): the fewest-left requests first, sorted by length, cut into batches.
 
     A round holds one batch budget of pairs (padded work and pair cap): the oldest request's fair share
     and then whole requests, fewest pairs left first, so a small request gets into the next round
@@ -95,11 +105,11 @@ class MicroBatcher(Scheduler):
         self._thread = threading.Thread(target=self._work, name="rerank-model-worker", daemon=True)
         self._thread.start()
 
-    async def score(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
+    async def run(self, pairs: Sequence[EncodedPair], task: Task) -> np.ndarray:
         if not pairs:
             return np.zeros(0, dtype=np.float64)
         loop = asyncio.get_running_loop()
-        request = _PendingRequest(pairs=pairs, loop=loop, future=loop.create_future())
+        request = _PendingRequest(pairs=pairs, task=task, loop=loop, future=loop.create_future())
         self._enqueue(request)
         try:
             return await request.future
@@ -212,18 +222,18 @@ class MicroBatcher(Scheduler):
     def _run(self, batch: list[_Slot]) -> None:
         requests = {request for request, _ in batch}
         try:
-            raw = self._score_batch([request.pairs[index] for request, index in batch], len(requests))
+            output = self._run_pass([request.pairs[index] for request, index in batch], len(requests))
         except Exception as exc:  # the model failed: every request in the batch gets the error
             self._metrics.pairs_dropped.inc(len(batch))  # unscored, like the requests' pairs still queued
             for request in requests:
                 self._withdraw(request)
                 self._settle(request, exc)
             return
-        for (request, index), value in zip(batch, raw, strict=True):
-            request.scores[index] = value
-            request.unscored -= 1
+        for row, (request, index) in enumerate(batch):
+            request.store(index, output, row)
             if request.unscored == 0:
-                self._settle(request, request.scores)
+                assert request.outputs is not None
+                self._settle(request, request.outputs)
 
     @staticmethod
     def _settle(request: _PendingRequest, outcome: np.ndarray | BaseException) -> None:

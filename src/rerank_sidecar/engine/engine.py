@@ -10,26 +10,41 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import psutil
 
-from ..config import Settings
+from ..config import Settings, Task
 from ..metrics import ModelMetrics
-from ..models.base import EncodedDocument, LongDocs, Scorer, ScorerInfo
-from ..models.registry import load_scorer
-from ..models.resolve import force_offline
+from ..models.base import (
+    EmbeddingInfo,
+    EmbeddingScorer,
+    EncodedDocument,
+    EncodedPair,
+    LongDocs,
+    Scorer,
+    ScorerInfo,
+    TruncationSide,
+)
+from ..models.registry import detect_tasks, load_scorer
+from ..models.resolve import ModelNotAvailable, force_offline
 from .batcher import MicroBatcher
 from .budget import BatchBudget
 from .cache import DocumentScore, ScoreCache, cache_key
 from .compute import SharedCompute
-from .errors import DeadlineExceeded, DocumentTooLong, ModelUnavailable
+from .errors import (
+    CannotEmbed,
+    CannotRerank,
+    DeadlineExceeded,
+    DimensionsTooLarge,
+    DocumentTooLong,
+    ModelUnavailable,
+    TextTooLong,
+    UnknownPrompt,
+)
 from .scheduler import Scheduler
 from .serial import SerialScheduler
 from .state import ModelState
-
-TruncationSide = Literal["right", "left"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +83,40 @@ class RerankOutcome:
     """Tokens of every scored window, cache hits included."""
     info: ScorerInfo
     """The model that scored them."""
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedJob:
+    """Texts to embed, as the engine needs them."""
+
+    texts: Sequence[str]
+    """The texts, in the caller's order."""
+    prompt_name: str | None = None
+    """A name of the model's prompts (query, document); None: its default prompt, or none."""
+    prompt: str | None = None
+    """A literal prompt put before each text; wins over `prompt_name`."""
+    truncate: bool = True
+    """Cut a text longer than the model's window; False: TextTooLong instead."""
+    truncation_side: TruncationSide = "right"
+    """right keeps a long text's start, left its end."""
+    dimensions: int | None = None
+    """Keep each vector's first this-many values (Matryoshka), then normalize it again; None: all."""
+    normalize: bool | None = None
+    """L2-normalize the vectors; None: as the model does (a Normalize module)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedOutcome:
+    """Everything a route answers with about one embedding job: one vector per text, and what made them."""
+
+    vectors: np.ndarray
+    """float32, one row per text, in input order."""
+    tokens: list[int]
+    """Tokens of each text as embedded (prompt and special tokens included)."""
+    truncated: list[int]
+    """Indices of texts cut to the model's window."""
+    info: ScorerInfo
+    """The model that embedded them; `info.embedding` says how."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +159,7 @@ class Engine:
         self._budget: BatchBudget | None = None
         self._load_lock = asyncio.Lock()
         self._cache = ScoreCache(settings.cache_size) if settings.cache_size > 0 else None
+        self._tasks: tuple[str, ...] | None = None
 
     @property
     def queued_pairs(self) -> int:
@@ -124,6 +174,18 @@ class Engine:
     def info(self) -> ScorerInfo | None:
         """The loaded model, or None while it is not loaded."""
         return self.scorer.info if self.scorer else None
+
+    @property
+    def tasks(self) -> tuple[str, ...] | None:
+        """What the model serves (rerank, embed), known without loading it; None while its files are missing."""
+        if self.scorer is not None:
+            return self.scorer.info.tasks
+        if self._tasks is None:
+            try:
+                self._tasks = detect_tasks(self.settings)
+            except (ModelNotAvailable, ValueError):
+                return None  # loading it reports why, as a 503
+        return self._tasks
 
     @property
     def budget(self) -> BatchBudget | None:
@@ -194,12 +256,63 @@ class Engine:
 
     async def rerank(self, job: RerankJob, use_cache: bool = True) -> RerankOutcome:
         """Scores every document of `job`; cancelling the caller drops its queued pairs."""
+        if (tasks := self.tasks) is not None and "rerank" not in tasks:
+            raise CannotRerank(self.settings.served_model_id, tasks)
         self._active += 1
         try:
             return await self._rerank(job, use_cache)
         finally:
             self._active -= 1
             self.last_used = time.monotonic()
+
+    async def embed(self, job: EmbedJob) -> EmbedOutcome:
+        """One vector per text of `job`, through the same scheduler as reranking; cancelling drops its queued texts."""
+        if (tasks := self.tasks) is not None and "embed" not in tasks:
+            raise CannotEmbed(self.settings.served_model_id, tasks)
+        self._active += 1
+        try:
+            return await self._embed(job)
+        finally:
+            self._active -= 1
+            self.last_used = time.monotonic()
+
+    async def _embed(self, job: EmbedJob) -> EmbedOutcome:
+        scorer = await self.ensure_loaded()
+        if not isinstance(scorer, EmbeddingScorer) or scorer.info.embedding is None:
+            raise CannotEmbed(scorer.info.model, scorer.info.tasks)
+        embedding = scorer.info.embedding
+        prompt = self._prompt(job, embedding)
+        if job.dimensions is not None and job.dimensions > embedding.dimensions:
+            raise DimensionsTooLarge(job.dimensions, embedding.dimensions)
+        texts, cut = job.texts, set()
+        if job.truncate and job.truncation_side == "left":
+            texts, cut = await asyncio.to_thread(lambda: scorer.keep_document_ends(texts, scorer.text_room(prompt)))
+        encoded = await asyncio.to_thread(scorer.encode_texts, texts, prompt)
+        if not job.truncate:
+            for index, document in enumerate(encoded):
+                if document.truncated:
+                    raise TextTooLong(index, scorer.count_tokens(prompt + texts[index]) + scorer.info.max_length
+                                      - scorer.text_room(prompt), scorer.info.max_length)
+        windows = [document.windows[0] for document in encoded]
+        pooled = await self._submit(windows, "embed")
+        return EmbedOutcome(
+            vectors=finish_vectors(pooled, job.dimensions, embedding.normalized if job.normalize is None else job.normalize),
+            tokens=[len(window.input_ids) for window in windows],
+            truncated=sorted(cut | {index for index, document in enumerate(encoded) if document.truncated}),
+            info=scorer.info,
+        )
+
+    @staticmethod
+    def _prompt(job: EmbedJob, embedding: EmbeddingInfo) -> str:
+        """The text put before each of the job's texts: its literal prompt, its named one, or the model's default."""
+        if job.prompt is not None:
+            return job.prompt
+        name = job.prompt_name or embedding.default_prompt_name
+        if name is None:
+            return ""
+        if name not in embedding.prompts:
+            raise UnknownPrompt(name, list(embedding.prompts))
+        return embedding.prompts[name]
 
     async def _rerank(self, job: RerankJob, use_cache: bool) -> RerankOutcome:
         scorer = await self.ensure_loaded()
@@ -269,18 +382,22 @@ class Engine:
                 tokens = scorer.info.max_length - scorer.document_room(query, instruction) + scorer.count_tokens(text)
                 raise DocumentTooLong(index, tokens, scorer.info.max_length)
 
-    async def _score_documents(self, documents: list[EncodedDocument]) -> list[DocumentScore]:
-        """Scores every window of every document in one submission; a document keeps its best window."""
+    async def _submit(self, windows: Sequence[EncodedPair], task: Task) -> np.ndarray:
+        """What the scheduler gives `windows` for `task`, within the request deadline."""
         assert self._scheduler is not None
-        windows = [window for document in documents for window in document.windows]
         try:
             async with asyncio.timeout(self.settings.request_timeout_s):
-                raw = await self._scheduler.score(windows)
+                return await self._scheduler.run(windows, task)
         except TimeoutError as exc:
             raise DeadlineExceeded(
                 f"the request was not scored within {self.settings.request_timeout_s} s "
                 "(RERANK_REQUEST_TIMEOUT_S); its queued pairs were dropped"
             ) from exc
+
+    async def _score_documents(self, documents: list[EncodedDocument]) -> list[DocumentScore]:
+        """Scores every window of every document in one submission; a document keeps its best window."""
+        windows = [window for document in documents for window in document.windows]
+        raw = await self._submit(windows, "rerank")
         scored, start = [], 0
         for document in documents:
             end = start + len(document.windows)
@@ -300,6 +417,15 @@ class Engine:
             self._scheduler.stop()
         if self.scorer is not None:
             self.scorer.close()
+
+
+def finish_vectors(pooled: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
+    """Pooled vectors cut to their first `dimensions` values, then L2-normalized when asked: what a request gets."""
+    vectors = pooled[:, :dimensions] if dimensions is not None else pooled
+    if normalize:
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.maximum(norms, 1e-12)
+    return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
 def release_model(held: list[Scheduler | Scorer]) -> None:

@@ -60,3 +60,64 @@ class UnknownModel(LookupError):
             f"model {requested!r} is not served here; this sidecar serves {listing} "
             "(add it to RERANK_MODELS, or a name to RERANK_MODEL_ALIASES)"
         )
+
+
+class TaskNotServed(ValueError):
+    """A request asked a model for a task it does not serve (RERANK_MODEL_TASKS, or its family's)."""
+
+    def __init__(self, model: str, task: str, tasks: tuple[str, ...]) -> None:
+        verb = "embed" if task == "embed" else "rerank"
+        super().__init__(
+            f"model {model!r} cannot {verb}: it serves {' and '.join(tasks) or 'nothing'} only; "
+            f"name a model that serves {task} (GET /v1/models lists each model's tasks)"
+        )
+        self.model = model
+        self.task = task
+        self.tasks = tasks
+
+
+class CannotEmbed(TaskNotServed):
+    """An embedding request named a model that only reranks."""
+
+    def __init__(self, model: str, tasks: tuple[str, ...]) -> None:
+        super().__init__(model, "embed", tasks)
+
+
+class CannotRerank(TaskNotServed):
+    """A rerank request named a model listed for embeddings only."""
+
+    def __init__(self, model: str, tasks: tuple[str, ...]) -> None:
+        super().__init__(model, "rerank", tasks)
+
+
+class TextTooLong(ValueError):
+    """A text to embed does not fit the model's window and the caller asked not to truncate it."""
+
+    def __init__(self, index: int, tokens: int, limit: int) -> None:
+        super().__init__(
+            f"{index}: this text needs {tokens} tokens with the prompt and special tokens, more than the model "
+            f"reads (max_input_length {limit}); send a shorter text or ask for truncation"
+        )
+        self.index = index
+        self.tokens = tokens
+        self.limit = limit
+
+
+class UnknownPrompt(ValueError):
+    """A request named a prompt the model does not have."""
+
+    def __init__(self, name: str, available: list[str]) -> None:
+        super().__init__(
+            f"prompt {name!r} is not one of the model's prompts ({', '.join(available) or 'it has none'})"
+        )
+        self.name = name
+        self.available = available
+
+
+class DimensionsTooLarge(ValueError):
+    """A request asked for more dimensions than the model's vectors have."""
+
+    def __init__(self, requested: int, size: int) -> None:
+        super().__init__(f"dimensions {requested} is more than the model's {size}; ask for at most {size}")
+        self.requested = requested
+        self.size = size

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..config import Task
 from ..metrics import ModelMetrics
-from ..models.base import EncodedPair, Scorer
+from ..models.base import EncodedPair, PassOutput, Scorer
 from .budget import BatchBudget, padded_tokens
 from .compute import SharedCompute
 from .errors import SchedulerStopped
@@ -20,7 +21,7 @@ SHUTTING_DOWN = "the sidecar is shutting down"
 
 
 class Scheduler(ABC):
-    """Scores pairs on the model's one worker thread; cancelling the awaiting task drops pending pairs.
+    """Runs pairs (rerank pairs, embedding texts) on the model's one worker thread; cancelling drops pending ones.
 
     Counts its queue toward `compute`'s one bound from construction until `stop`.
     """
@@ -41,9 +42,17 @@ class Scheduler(ABC):
         """Pairs accepted but not yet handed to the model."""
         return self._queued
 
-    @abstractmethod
     async def score(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
-        """Raw scores of `pairs`, in their order."""
+        """Raw scores of `pairs` (rerank pairs), in their order."""
+        return await self.run(pairs, "rerank")
+
+    async def embed(self, texts: Sequence[EncodedPair]) -> np.ndarray:
+        """Pooled, unnormalized vectors of `texts` (embedding texts), one row each, in their order."""
+        return await self.run(texts, "embed")
+
+    @abstractmethod
+    async def run(self, pairs: Sequence[EncodedPair], task: Task) -> np.ndarray:
+        """What `task` asks of each of `pairs`, in their order: raw scores (rerank) or vectors (embed)."""
 
     @abstractmethod
     def stop(self) -> None:
@@ -61,11 +70,11 @@ class Scheduler(ABC):
         self._queued += change
         self._metrics.queue_depth.set(self._queued)
 
-    def _score_batch(self, pairs: Sequence[EncodedPair], requests: int) -> np.ndarray:
-        """Raw scores of one forward pass over `pairs` (from `requests` requests), in the compute's turn."""
+    def _run_pass(self, pairs: Sequence[EncodedPair], requests: int) -> PassOutput:
+        """One forward pass over `pairs` (from `requests` requests, rerank and embedding ones), in the compute's turn."""
         with self._compute.turn():
             started = time.perf_counter()
-            raw = self._scorer.score_batch(pairs)
+            output = self._scorer.run_pass(pairs)
         elapsed = max(time.perf_counter() - started, 1e-6)
         self._metrics.batch_seconds.observe(elapsed)
         self._metrics.batch_pairs.observe(len(pairs))
@@ -73,4 +82,12 @@ class Scheduler(ABC):
         self._metrics.batch_tokens.observe(padded_tokens([pair.cost for pair in pairs]))
         self._metrics.pairs_scored.inc(len(pairs))
         self._pairs_per_second += THROUGHPUT_SMOOTHING * (len(pairs) / elapsed - self._pairs_per_second)
-        return raw
+        return output
+
+
+def task_outputs(output: PassOutput, task: Task) -> np.ndarray:
+    """The part of a pass's output a request of `task` wants: its raw scores, or its vectors."""
+    if task == "rerank":
+        return output.scores
+    assert output.vectors is not None, "an embedding text reached a model that cannot embed"
+    return output.vectors

@@ -8,12 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..config import Task
 from ..metrics import ModelMetrics
 from ..models.base import EncodedPair, Scorer
 from .budget import BatchBudget
 from .compute import SharedCompute
 from .errors import SchedulerStopped
-from .scheduler import SHUTTING_DOWN, Scheduler
+from .scheduler import SHUTTING_DOWN, Scheduler, task_outputs
 
 
 class SerialScheduler(Scheduler):
@@ -24,7 +25,7 @@ class SerialScheduler(Scheduler):
         self._lock = asyncio.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rerank-model-worker")
 
-    async def score(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
+    async def run(self, pairs: Sequence[EncodedPair], task: Task) -> np.ndarray:
         n = len(pairs)
         self._admit(n)
         queued = True
@@ -34,7 +35,7 @@ class SerialScheduler(Scheduler):
                     raise SchedulerStopped(SHUTTING_DOWN)
                 self._count_queued(-n)
                 queued = False
-                return await asyncio.get_running_loop().run_in_executor(self._worker, self._score_whole, pairs)
+                return await asyncio.get_running_loop().run_in_executor(self._worker, self._run_whole, pairs, task)
         finally:
             if queued:  # cancelled or stopped while waiting for the lock: nothing was scored
                 self._count_queued(-n)
@@ -46,9 +47,12 @@ class SerialScheduler(Scheduler):
         self._compute.stop_counting(self)
         self._worker.shutdown(wait=True)
 
-    def _score_whole(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
-        """Scores one request in length-sorted batches within the budget."""
-        scores = np.zeros(len(pairs), dtype=np.float64)
+    def _run_whole(self, pairs: Sequence[EncodedPair], task: Task) -> np.ndarray:
+        """Runs one request in length-sorted batches within the budget."""
+        outputs: np.ndarray | None = None
         for chunk in self._budget.plan_pairs(pairs):
-            scores[chunk] = self._score_batch([pairs[i] for i in chunk], requests=1)
-        return scores
+            part = task_outputs(self._run_pass([pairs[i] for i in chunk], requests=1), task)
+            if outputs is None:
+                outputs = np.zeros((len(pairs), *part.shape[1:]), dtype=part.dtype)
+            outputs[chunk] = part
+        return outputs if outputs is not None else np.zeros(0, dtype=np.float64)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .resolve import ResolvedModel
 
 LongDocs = Literal["truncate", "chunk"]
+TruncationSide = Literal["right", "left"]
 Backend = Literal["torch", "onnx"]
 PayloadT = TypeVar("PayloadT")
 
@@ -122,6 +123,36 @@ class ScorerInfo:
     """Backend-specific facts worth showing in /health (e.g. quantization, ONNX file)."""
     labels: tuple[str, ...] = ("LABEL_0",)
     """Names of the model's outputs (a cross-encoder's id2label; the transformers default otherwise), for /info."""
+    tasks: tuple[str, ...] = ("rerank",)
+    """What requests may ask of it: rerank, embed (RERANK_MODEL_TASKS, else its family's)."""
+    embedding: EmbeddingInfo | None = None
+    """How it embeds; None for a model that cannot."""
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingInfo:
+    """How a model that embeds turns a text into one vector (read from its sentence-transformers files)."""
+
+    dimensions: int
+    """Size of one vector."""
+    normalized: bool
+    """Whether the model L2-normalizes its vectors (a Normalize module in modules.json)."""
+    pooling: str
+    """How token states become one vector: mean, cls or lasttoken."""
+    prompts: dict[str, str] = field(default_factory=dict)
+    """Named prompts put before a text (config_sentence_transformers.json), e.g. query and document."""
+    default_prompt_name: str | None = None
+    """The prompt used when a request names none; None: no prompt."""
+
+
+@dataclass(frozen=True, slots=True)
+class PassOutput:
+    """What one forward pass gives back, row for row with the pairs it ran."""
+
+    scores: np.ndarray
+    """Raw score of each rerank pair (float64); NaN on an embedding text's row."""
+    vectors: np.ndarray | None = None
+    """Pooled, unnormalized vector of each row (float32, rows x dimensions); None from a model that cannot embed."""
 
 
 class Scorer(ABC):
@@ -141,6 +172,10 @@ class Scorer(ABC):
     @abstractmethod
     def score_batch(self, pairs: Sequence[EncodedPair]) -> np.ndarray:
         """Raw scores (float64), one per pair, in the order given. Runs on the engine's worker thread."""
+
+    def run_pass(self, pairs: Sequence[EncodedPair]) -> PassOutput:
+        """One forward pass over a batch, as the engine's schedulers run it; a model that embeds also gives vectors."""
+        return PassOutput(scores=self.score_batch(pairs))
 
     def relevance(self, raw: np.ndarray) -> np.ndarray:
         """The one place raw scores become [0, 1] relevance: sigmoid(scale * raw + bias)."""
@@ -187,6 +222,19 @@ class Scorer(ABC):
 
     def close(self) -> None:
         """Release what the scorer holds; the default has nothing to release."""
+
+
+class EmbeddingScorer(Scorer):
+    """A scorer that also embeds texts: an embedding text is an `EncodedPair` with no payload, in any batch."""
+
+    @abstractmethod
+    def encode_texts(self, texts: Sequence[str], prompt: str) -> list[EncodedDocument]:
+        """Each text after `prompt`, tokenized to one window cut to the model's length (`truncated` says so)."""
+
+    def text_room(self, prompt: str) -> int:
+        """Tokens of text one window holds after `prompt`: the window less what an empty text needs."""
+        empty = self.encode_texts([""], prompt)[0].windows[0]
+        return max(1, self.info.max_length - len(empty.input_ids))
 
 
 class Runtime(Protocol):
@@ -264,6 +312,8 @@ class FamilyEntry:
     """The type of `EncodedPair.payload` its scorers produce and read; None where its pairs carry none."""
     int8_on_torch_cpu: bool = False
     """Whether its torch scorer quantizes itself to int8 on the CPU; other families need the onnx backend for int8."""
+    tasks: frozenset[str] = frozenset({"rerank"})
+    """What its models serve: rerank, and embed for a family whose scorer is an `EmbeddingScorer`."""
 
 
 def pad_rows(

@@ -1,12 +1,13 @@
-"""Bi-encoder family (the embedded all-MiniLM-L6-v2, other mean-pooling sentence-transformers): cosine of embeddings."""
+"""Bi-encoder family (the embedded all-MiniLM-L6-v2, any sentence-transformers encoder): embeddings, and their cosine."""
 
 from __future__ import annotations
 
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -15,11 +16,14 @@ from transformers import AutoModel, AutoTokenizer
 from ..config import BUILTIN_MODEL_ID, Settings
 from .base import (
     Calibration,
+    EmbeddingInfo,
+    EmbeddingScorer,
     EncodedDocument,
     EncodedPair,
     FamilyEntry,
     LongDocs,
     ModelFiles,
+    PassOutput,
     Runtime,
     Scorer,
     chunk_stride,
@@ -55,39 +59,101 @@ def sentence_max_length(model_dir: Path, fallback: int) -> int:
     return fallback
 
 
-def mean_pooled(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean of the unpadded token states, L2-normalized: sentence-transformers' pooling for this model."""
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-    return torch.nn.functional.normalize(pooled.float(), dim=-1)
+# The pooling modes of sentence-transformers' Pooling module this family runs, by their config key.
+POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_lasttoken": "lasttoken"}
+
+
+@dataclass(frozen=True, slots=True)
+class SentenceLayout:
+    """What a sentence-transformers directory says about turning token states into a vector."""
+
+    pooling: str
+    """mean, cls or lasttoken."""
+    dimensions: int
+    """Size of the pooled vector (the Pooling module's word_embedding_dimension)."""
+    normalized: bool
+    """Whether modules.json ends in a Normalize module."""
+    prompts: dict[str, str]
+    """config_sentence_transformers.json's named prompts."""
+    default_prompt_name: str | None
+    """The prompt a request that names none gets; None: no prompt."""
+
+    @classmethod
+    def read(cls, model_dir: Path) -> SentenceLayout:
+        """The layout of `model_dir`; ValueError naming the module or mode it holds that this family does not run."""
+        modules = json.loads((model_dir / "modules.json").read_text())
+        kinds = [module["type"].rsplit(".", 1)[-1] for module in modules]
+        unknown = [kind for kind in kinds if kind not in ("Transformer", "Pooling", "Normalize")]
+        if unknown or "Pooling" not in kinds:
+            raise ValueError(
+                f"{model_dir}/modules.json holds {', '.join(unknown) or 'no Pooling module'}; the sidecar runs "
+                "Transformer, then Pooling, then optionally Normalize"
+            )
+        pooling_dir = next(module["path"] for module in modules if module["type"].endswith("Pooling"))
+        pooling = json.loads((model_dir / pooling_dir / "config.json").read_text())
+        modes = [mode for key, mode in POOLING_MODES.items() if pooling.get(key)]
+        others = [key for key, on in pooling.items() if key.startswith("pooling_mode_") and on and key not in POOLING_MODES]
+        if len(modes) != 1 or others or pooling.get("include_prompt", True) is False:
+            raise ValueError(
+                f"{model_dir}/{pooling_dir}/config.json asks for pooling {modes + others} "
+                f"(include_prompt {pooling.get('include_prompt', True)}); the sidecar pools one of "
+                f"{', '.join(POOLING_MODES.values())}, over the prompt too"
+            )
+        settings_file = model_dir / "config_sentence_transformers.json"
+        st_config = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+        return cls(modes[0], int(pooling["word_embedding_dimension"]), "Normalize" in kinds, dict(st_config.get("prompts") or {}), st_config.get("default_prompt_name"))
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """One vector per row, unnormalized; lasttoken expects left-padded rows (their last token is real)."""
+        if self.pooling == "cls":
+            return hidden[:, 0].float()
+        if self.pooling == "lasttoken":
+            return hidden[:, -1].float()
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return ((hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)).float()
+
+    def prompt(self, name: str) -> str:
+        """The text of the prompt `name`, or none when the model has no such prompt."""
+        return self.prompts.get(name, "")
 
 
 @dataclass(frozen=True, slots=True)
 class QueryTokens:
-    """A bi-encoder pair's payload: the query, embedded once per batch for all pairs that share it."""
+    """A bi-encoder rerank pair's payload: the query, embedded once per batch for all pairs that share it."""
 
     query_ids: tuple[int, ...]
-    """The query's tokens, with the model's special tokens."""
+    """The query's tokens (after the model's query prompt), with the model's special tokens."""
 
 
 BiEncoderPair = EncodedPair[QueryTokens]
 
 
-class BiEncoderScorer(Scorer):
-    """Embeds query and documents separately on any runtime; raw score = cosine similarity."""
+class BiEncoderScorer(EmbeddingScorer):
+    """Embeds texts as its sentence-transformers files say, on any runtime; a rerank pair's raw score is the cosine.
+
+    One forward pass may hold rerank pairs (their payload names the query) and embedding texts
+    (no payload) of any requests: each row is embedded once, and a pair's query once per pass.
+    """
 
     def __init__(self, resolved: ResolvedModel, settings: Settings, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.layout = SentenceLayout.read(resolved.path)
         self.tokenizer = AutoTokenizer.from_pretrained(resolved.path, local_files_only=True)
         self.max_length = min(settings.max_length, sentence_max_length(resolved.path, settings.max_length))
         self.chunk_tokens = min(settings.chunk_tokens or SENTENCE_WINDOW_TOKENS, self.max_length)
         self.calibration = BUILTIN_CALIBRATION if resolved.model_id == BUILTIN_MODEL_ID else UNFITTED_CALIBRATION
-        self.info = describe(resolved, settings, runtime, self.max_length)
+        self.pad_side: Literal["right", "left"] = "left" if self.layout.pooling == "lasttoken" else "right"
+        embedding = EmbeddingInfo(
+            dimensions=self.layout.dimensions, normalized=self.layout.normalized, pooling=self.layout.pooling,
+            prompts=self.layout.prompts, default_prompt_name=self.layout.default_prompt_name,
+        )
+        self.info = replace(describe(resolved, settings, runtime, self.max_length), embedding=embedding)
 
     def encode(
         self, query: str, documents: Sequence[str], instruction: str | None, long_docs: LongDocs, max_chunks: int
     ) -> list[EncodedDocument]:
-        query_ids = self.tokenizer(query, truncation=True, max_length=self.max_length)["input_ids"]
+        query_text = self.layout.prompt("query") + query
+        query_ids = self.tokenizer(query_text, truncation=True, max_length=self.max_length)["input_ids"]
         query_tokens = QueryTokens(tuple(query_ids))
         if not documents:
             return []
@@ -96,11 +162,21 @@ class BiEncoderScorer(Scorer):
         stride = window // 2 if window < self.max_length else chunk_stride(window)
         if long_docs == "chunk":
             max_chunks = self.chunks_covering(max_chunks, window, stride)
+        document_prompt = self.layout.prompt("document")
         encoded = self.tokenizer(
-            list(documents), truncation=True, max_length=window, return_overflowing_tokens=True, stride=stride
+            [document_prompt + document for document in documents],
+            truncation=True, max_length=window, return_overflowing_tokens=True, stride=stride,
         )
         windows = [EncodedPair(tuple(ids), query_tokens) for ids in encoded["input_ids"]]
         return group_windows(windows, encoded["overflow_to_sample_mapping"], len(documents), long_docs, max_chunks)
+
+    def encode_texts(self, texts: Sequence[str], prompt: str) -> list[EncodedDocument]:
+        encoded = self.tokenizer(
+            [prompt + text for text in texts], truncation=True, max_length=self.max_length,
+            return_overflowing_tokens=True, stride=0,
+        )
+        windows = [EncodedPair(tuple(ids)) for ids in encoded["input_ids"]]
+        return group_windows(windows, encoded["overflow_to_sample_mapping"], len(texts), "truncate", 1)
 
     def chunks_covering(self, max_chunks: int, window: int, stride: int) -> int:
         """How many windows of `window` tokens reach as far into a document as `max_chunks` model-length ones:
@@ -108,22 +184,30 @@ class BiEncoderScorer(Scorer):
         model_step = self.max_length - 2 - chunk_stride(self.max_length)
         return math.ceil(max_chunks * model_step / max(1, window - 2 - stride))
 
-    def embed(self, token_lists: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Mean-pooled, L2-normalized embeddings, as sentence-transformers computes them for this model."""
-        ids, mask = pad_rows(token_lists, self.tokenizer.pad_token_id or 0)
+    def pooled(self, token_lists: Sequence[Sequence[int]]) -> torch.Tensor:
+        """One unnormalized vector per row, pooled as the model's Pooling module does."""
+        ids, mask = pad_rows(token_lists, self.tokenizer.pad_token_id or 0, self.pad_side)
         hidden = self.runtime.run({"input_ids": ids, "attention_mask": mask})
-        return mean_pooled(hidden, torch.from_numpy(mask).to(hidden.device))
+        return self.layout.pool(hidden, torch.from_numpy(mask).to(hidden.device))
 
     @torch.inference_mode()
-    def score_batch(self, pairs: Sequence[BiEncoderPair]) -> np.ndarray:
-        queries = list(dict.fromkeys(pair.payload.query_ids for pair in pairs))
+    def run_pass(self, pairs: Sequence[EncodedPair]) -> PassOutput:
+        queries = list(dict.fromkeys(pair.payload.query_ids for pair in pairs if pair.payload is not None))
         query_row = {ids: row for row, ids in enumerate(queries)}
-        # Queries and documents go through one forward pass; queries are few and short.
-        embeddings = self.embed(queries + [pair.input_ids for pair in pairs])
-        query_emb, doc_emb = embeddings[: len(queries)], embeddings[len(queries) :]
-        rows = torch.tensor([query_row[pair.payload.query_ids] for pair in pairs], device=doc_emb.device)
-        cosine = (query_emb[rows] * doc_emb).sum(dim=-1)
-        return cosine.double().cpu().numpy()
+        # Queries, documents and texts go through one forward pass; queries are few and short.
+        vectors = self.pooled(queries + [pair.input_ids for pair in pairs])
+        unit = torch.nn.functional.normalize(vectors, dim=-1)
+        query_unit, row_unit = unit[: len(queries)], unit[len(queries) :]
+        scores = np.full(len(pairs), np.nan)
+        reranked = [index for index, pair in enumerate(pairs) if pair.payload is not None]
+        if reranked:
+            rows = torch.tensor([query_row[pairs[index].payload.query_ids] for index in reranked], device=unit.device)
+            cosine = (query_unit[rows] * row_unit[reranked]).sum(dim=-1)
+            scores[reranked] = cosine.double().cpu().numpy()
+        return PassOutput(scores=scores, vectors=vectors[len(queries) :].cpu().numpy())
+
+    def score_batch(self, pairs: Sequence[BiEncoderPair]) -> np.ndarray:
+        return self.run_pass(pairs).scores
 
 
 def is_bi_encoder(files: ModelFiles) -> bool:
@@ -146,4 +230,5 @@ FAMILY = FamilyEntry(
     detect=is_bi_encoder,
     loaders={"torch": load_torch, "onnx": load_onnx},
     payload=QueryTokens,
+    tasks=frozenset({"rerank", "embed"}),
 )

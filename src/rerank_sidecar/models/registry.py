@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+from dataclasses import replace
 from typing import Literal
 
 from ..config import BUILTIN_MODEL_ID, Settings
@@ -65,7 +66,33 @@ def load_scorer(settings: Settings) -> Scorer:
             "RERANK_DEVICE=cpu"
         )
     chosen = settings.model_copy(update={"model_family": name, "quantize": pick_quantize(settings, backend)})
-    return family(name).loaders[backend](resolved, chosen)
+    scorer = family(name).loaders[backend](resolved, chosen)
+    scorer.info = replace(scorer.info, tasks=served_tasks(settings, name))
+    return scorer
+
+
+def served_tasks(settings: Settings, name: str) -> tuple[str, ...]:
+    """What the model of family `name` serves: RERANK_MODEL_TASKS where set, else everything its family does.
+
+    A task the family cannot do is refused here, so a listed model never claims what its scorer lacks.
+    """
+    can = family(name).tasks
+    if not settings.tasks:
+        return tuple(task for task in ("rerank", "embed") if task in can)
+    lacking = [task for task in settings.tasks if task not in can]
+    if lacking:
+        raise ValueError(
+            f"{settings.served_model_id} is a {name} model, which cannot {' or '.join(lacking)} "
+            f"(it serves {', '.join(sorted(can))}); remove {', '.join(lacking)} from its tasks"
+        )
+    return settings.tasks
+
+
+def detect_tasks(settings: Settings) -> tuple[str, ...]:
+    """`served_tasks` of the configured model without loading it: its family from the settings or its files."""
+    if settings.model_family != "auto":
+        return served_tasks(settings, settings.model_family)
+    return served_tasks(settings, detect_family(resolve_model(settings)))
 
 
 def pick_quantize(settings: Settings, backend: Backend) -> Literal["none", "int8"]:
