@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -62,7 +63,10 @@ _QUEUE_ROOM = {"max_queued_pairs": "100000"}
 SIDECAR_ROUTE, INFINITY_ROUTE = "/v1/embeddings", "/embeddings"
 # In-process encode: sentence-transformers' batch size.
 ENCODE_BATCH = 64
-# The soak's RSS: sampled this often, and judged flat only after the first minute (warm-up growth).
+# Texts of the untimed first encode, which pays the one-off costs.
+_ENCODE_WARM_UP = 8
+# The soak's RSS: sampled this often (a tenth of a shorter soak), and judged flat only after the first minute
+# (half of a shorter soak): warm-up growth.
 SOAK_SAMPLE_S, SOAK_SETTLE_S = 5.0, 60.0
 
 
@@ -141,11 +145,12 @@ def builtin_model_dir() -> str:
 
 def _embed_workloads(target: EmbedTarget, workloads: tuple[EmbedWorkload, ...], texts: TrafficTexts,
                      max_seconds: float, progress) -> list[EmbedLoadResult]:
-    """Each workload against `target`, after one untimed burst of it (every client once)."""
+    """Each workload against `target`, after one untimed burst of it (every client once, at most its requests)."""
     results = []
     for workload in workloads:
-        asyncio.run(run_embed_workload(target, replace(workload, requests=workload.concurrency), texts, max_seconds,
-                                       progress, label=f"{workload.name} warm-up"))
+        burst = min(workload.concurrency, workload.requests or workload.concurrency)
+        asyncio.run(run_embed_workload(target, replace(workload, requests=burst), texts, max_seconds, progress,
+                                       label=f"{workload.name} warm-up"))
         results.append(asyncio.run(run_embed_workload(target, workload, texts, max_seconds, progress)))
     return results
 
@@ -177,10 +182,13 @@ async def _soak(server: BenchServer, target: EmbedTarget, w1: Workload, e2: Embe
     samples: list[RssSample] = []
     started = time.monotonic()
 
+    every_s = min(SOAK_SAMPLE_S, seconds / 10)
+
     async def sample() -> None:
         while not done.is_set():
             samples.append(RssSample(at_s=round(time.monotonic() - started, 1), rss_mib=memory_mib([server.pid])[0]))
-            await asyncio.sleep(SOAK_SAMPLE_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), every_s)
 
     async def rerank() -> list[LoadResult]:
         rounds = []
@@ -204,7 +212,7 @@ async def _soak(server: BenchServer, target: EmbedTarget, w1: Workload, e2: Embe
 
 
 def encode_in_process(model_dir: str, passages: tuple[str, ...], threads: int) -> EmbedLoadResult:
-    """sentence-transformers `encode` of `passages` in batches of ENCODE_BATCH, in this process, after one batch
+    """sentence-transformers `encode` of `passages` in batches of ENCODE_BATCH, in this process, after a few texts
     untimed: what a consumer holding its own copy of the model gets."""
     import torch
     from sentence_transformers import SentenceTransformer
@@ -214,7 +222,7 @@ def encode_in_process(model_dir: str, passages: tuple[str, ...], threads: int) -
     force_offline()
     torch.set_num_threads(threads)
     model = SentenceTransformer(model_dir, device="cpu")
-    model.encode(list(passages[:ENCODE_BATCH]), batch_size=ENCODE_BATCH)
+    model.encode(list(passages[:_ENCODE_WARM_UP]), batch_size=ENCODE_BATCH)
     started = time.perf_counter()
     model.encode(list(passages), batch_size=ENCODE_BATCH)
     seconds = time.perf_counter() - started
