@@ -23,7 +23,7 @@ import httpx
 from rich.table import Table
 
 from .support.data import TrafficTexts, add_data_argument, traffic_texts
-from .support.output import add_json_argument, console, write_json
+from .support.output import add_json_argument, console, ms_cell, write_json
 from .support.results import (
     IN_PROCESS_ENCODE,
     INFINITY,
@@ -265,7 +265,7 @@ def print_embed(report: EmbedReport) -> None:
         table.add_column(column, justify="left" if column in ("system", "workload") else "right")
     for r in report.results:
         table.add_row(r.system, r.workload, str(r.concurrency), str(r.texts_per_request), str(r.requests),
-                      str(r.failed), f"{r.texts_per_s:.1f}", f"{r.p50_ms:.0f}", f"{r.p99_ms:.0f}")
+                      str(r.failed), f"{r.texts_per_s:.1f}", ms_cell(r.p50_ms), ms_cell(r.p99_ms))
     for r in (report.rerank_alone, report.rerank_mixed):
         if r is not None:
             table.add_row(SIDECAR_DEFAULT, r.configuration, str(r.concurrency), str(r.documents), str(r.requests),

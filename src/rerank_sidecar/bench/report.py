@@ -18,6 +18,7 @@ from .support.results import (
     QualityReport,
     Qwen3Report,
 )
+from .support.output import ms_cell
 from .support.stand_ins import QWEN3_STAND_IN
 
 # File names `scripts/bench.sh` writes into the results directory.
@@ -153,7 +154,7 @@ def _embed(report: EmbedReport) -> list[str]:
              f"(batch 64) in-process.", ""]
     lines += _table(["system", "workload", "clients", "texts/req", "ok", "failed", "texts/s", "p50 ms", "p99 ms"],
                     [[r.system, r.workload, str(r.concurrency), str(r.texts_per_request), str(r.requests),
-                      str(r.failed), f"{r.texts_per_s:.1f}", f"{r.p50_ms:.0f}", f"{r.p99_ms:.0f}"]
+                      str(r.failed), f"{r.texts_per_s:.1f}", ms_cell(r.p50_ms), ms_cell(r.p99_ms)]
                      for r in report.results])
     reranks = [r for r in (report.rerank_alone, report.rerank_mixed) if r is not None]
     if reranks:
