@@ -172,7 +172,7 @@ def _embed_soak(report: EmbedReport) -> list[str]:
         return []
     soak = report.soak
     settled = [sample.rss_mib for sample in soak.samples if sample.at_s >= soak.settle_s]
-    lines = [f"### Soak (`bench embed --soak-s {soak.seconds:.0f}`): E2 beside W1 on one sidecar", "",
+    lines = [f"### Soak (`bench embed --soak-s`): E2 beside W1 on one sidecar for {soak.seconds:.0f} s", "",
              f"RSS sampled every few seconds ({len(soak.samples)} samples); after {soak.settle_s:.0f} s it ranged "
              f"{min(settled, default=float('nan')):.0f} to {max(settled, default=float('nan')):.0f} MiB.", ""]
     return lines + [f"- {line}" for line in report.comparisons() if line.startswith("soak")] + [""]
