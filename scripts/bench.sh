@@ -57,4 +57,6 @@ server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 until curl -sf "http://127.0.0.1:$port/health" >/dev/null; do sleep 0.5; done
 bench quality --url "http://127.0.0.1:$port" --in-process --json "$out/quality.json"
+# Each passage's int8 embedding against its fp32 one (the embedded default, every distinct DL20 passage).
+bench int8-cosine --json "$out/int8-cosine.json"
 bench report --results "$out" --out BENCHMARKS.md

@@ -245,6 +245,15 @@ def tiny_qwen3_cache(tmp_path_factory: pytest.TempPathFactory):  # -> model_fact
     return TinyQwen3Cache(hf_home, repo_id, sha)
 
 
+@pytest.fixture(scope="session")
+def tiny_qwen3_embedding(tmp_path_factory: pytest.TempPathFactory):  # -> model_factory.TinyQwen3Cache
+    """A tiny random Qwen3-Embedding-0.6B (its published layout, real tokenizer) in a HuggingFace cache, built once."""
+    from model_factory import TinyQwen3Cache, build_tiny_qwen3_embedding_cache
+
+    hf_home = tmp_path_factory.mktemp("qwen3-embedding-hf")
+    return TinyQwen3Cache(hf_home, *build_tiny_qwen3_embedding_cache(hf_home))
+
+
 # How far a raw score of the backend under test may sit from its reference, by the precision it runs in.
 # Half precision measured on the CPU on the tiny models: fp16 within 0.04 of fp32, bf16 within 0.34; twice that.
 PARITY_ATOL = {"float32": 1e-4, "float16": 0.1, "bfloat16": 0.7}

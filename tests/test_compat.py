@@ -207,12 +207,21 @@ def _component(schema: dict) -> list[str]:
     return [name for option in schema.get("anyOf", schema.get("oneOf", [])) for name in _component(option)]
 
 
+# Each route whose errors are not (only) native: the error schemas, and the keys of the example's error.
+ERROR_SHAPES = {
+    "/rerank": ({"ErrorResponse", "TeiErrorResponse"}, {"type", "message"}),
+    "/v1/embeddings": ({"OpenAIErrorResponse"}, {"message", "type"}),  # param and code null: OpenAPI leaves them out
+    "/embed": ({"TeiErrorResponse"}, {"error", "error_type"}),
+}
+
+
 def test_openapi_describes_every_route_with_examples(server: LiveServer) -> None:
     with server.client() as client:
         schema = client.get("/openapi.json").json()
     components = schema["components"]["schemas"]
     paths = schema["paths"]
-    assert {"/health", "/warmup", "/rerank", "/rerank/batch", "/v1/rerank", "/v2/rerank", "/info", "/v1/models"} <= set(paths)
+    assert {"/health", "/warmup", "/rerank", "/rerank/batch", "/v1/rerank", "/v2/rerank", "/info", "/v1/models",
+            "/v1/embeddings", "/v2/embed", "/embed"} <= set(paths)
     for path, operations in paths.items():
         for method, operation in operations.items():
             ok = operation["responses"]["200"]
@@ -228,9 +237,10 @@ def test_openapi_describes_every_route_with_examples(server: LiveServer) -> None
                     assert components[request_model].get("examples"), path
             for status in ("400", "413", "422", "503"):
                 error = operation["responses"][status]["content"]["application/json"]
-                shapes = {"ErrorResponse", "TeiErrorResponse"} if path == "/rerank" else {"ErrorResponse"}
+                shapes, example_keys = ERROR_SHAPES.get(path, ({"ErrorResponse"}, {"type", "message"}))
                 assert set(_component(error["schema"])) == shapes, (path, status)
-                assert set(error["example"]["error"]) == {"type", "message"}
+                example = error["example"] if path == "/embed" else error["example"]["error"]
+                assert set(example) == example_keys, (path, status)
     rerank_body = paths["/rerank"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert set(_component(rerank_body)) == {"RerankRequest", "TeiRerankRequest"}
     assert set(_component(paths["/rerank"]["post"]["responses"]["200"]["content"]["application/json"]["schema"])) == {
@@ -342,8 +352,9 @@ def test_info_reports_the_running_settings(server: LiveServer) -> None:
     assert info["model_id"] == info["served_model_name"] == SERVED
     assert health["device"] == "cpu"  # the fixture's; what follows are the CPU's defaults, read from the code
     assert info["model_sha"] == health["revision"] and info["model_dtype"] == health["dtype"] == "float32"
-    assert info["model_type"] == {"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}}
-    assert info["max_client_batch_size"] == MAX_DOCUMENTS
+    # The embedded default embeds: TEI's embedding variant, its pooling, and the embedding request limit.
+    assert info["model_type"] == {"embedding": {"pooling": "mean"}}
+    assert info["max_client_batch_size"] == Settings.model_fields["max_embed_inputs"].default
     assert info["max_input_length"] == 256
     assert info["max_batch_tokens"] == DEFAULT_BATCH_TOKENS["cpu"]
     assert info["max_batch_requests"] == Settings.model_fields["max_batch_pairs"].default
@@ -358,3 +369,4 @@ def test_v1_models_lists_the_model_and_its_aliases(server: LiveServer) -> None:
     assert [card["id"] for card in listing["data"]] == [SERVED, ALIAS]
     assert all(card["root"] == SERVED and card["object"] == "model" for card in listing["data"])
     assert all(card["max_model_len"] == 256 and card["created"] > 1_700_000_000 for card in listing["data"])
+    assert all(set(card["tasks"]) == {"rerank", "embed"} for card in listing["data"])

@@ -1,7 +1,8 @@
 """Each error status on each rerank dialect, status and body shape, on in-process apps (no model is ever loaded),
 plus the one scoring entry seen from every dialect on a tiny model.
 
-Dialects: native /rerank, TEI-shaped /rerank (`texts`), Cohere/Jina /v1/rerank and /v2/rerank, /rerank/batch.
+Dialects: native /rerank, TEI-shaped /rerank (`texts`), Cohere/Jina /v1/rerank and /v2/rerank, /rerank/batch, and
+the embedding routes: OpenAI's /v1/embeddings, Cohere's /v2/embed, TEI's /embed.
 """
 
 from __future__ import annotations
@@ -37,13 +38,16 @@ class WireDialect:
     dialect: Dialect
     # Per status, the body that provokes it when it is the body's fault.
     bad: dict[int, dict] = field(default_factory=dict)
+    # The field holding the texts, and the error type and words of the 400 of `bad`.
+    texts_key: str = "documents"
+    type_400: str = "model_not_served"
+    says_400: str = "is not served here"
 
     def padded(self, size: int) -> dict:
-        """The valid body with its one document grown past `size` bytes."""
-        documents_key = "texts" if self.dialect is Dialect.TEI else "documents"
+        """The valid body with its one text grown past `size` bytes."""
         if self.path == "/rerank/batch":
             return {"groups": [{"query": QUERY, "documents": ["x" * size]}]}
-        return {**self.body, documents_key: ["x" * size]}
+        return {**self.body, self.texts_key: ["x" * size]}
 
 
 DIALECTS = [
@@ -54,7 +58,7 @@ DIALECTS = [
     WireDialect("tei", "/rerank", {"query": QUERY, "texts": [APPLE]}, Dialect.TEI, {
         400: {"query": QUERY, "texts": []},
         422: {"query": QUERY, "texts": [APPLE, 5]},
-    }),
+    }, texts_key="texts", type_400="empty", says_400="`texts` cannot be empty"),
     *[
         WireDialect(version, f"/{version}/rerank", {"query": QUERY, "documents": [APPLE]}, Dialect.NATIVE, {
             400: {"model": "rerank-english-v2.0", "query": QUERY, "documents": [APPLE]},
@@ -66,6 +70,18 @@ DIALECTS = [
         400: {"groups": [{"query": QUERY, "documents": [APPLE]}], "model": "gpt-4"},
         422: {"groups": []},
     }),
+    WireDialect("openai-embeddings", "/v1/embeddings", {"input": [APPLE]}, Dialect.OPENAI, {
+        400: {"input": [APPLE], "model": "text-embedding-3-small"},
+        422: {"input": [APPLE], "encoding_format": "int8"},
+    }, texts_key="input"),
+    WireDialect("cohere-embed", "/v2/embed", {"texts": [APPLE], "input_type": "search_query"}, Dialect.NATIVE, {
+        400: {"texts": [APPLE], "embedding_types": ["ubinary"]},
+        422: {"texts": APPLE},
+    }, texts_key="texts", type_400="validation_error", says_400="'ubinary' is not served"),
+    WireDialect("tei-embed", "/embed", {"inputs": [APPLE]}, Dialect.TEI, {
+        400: {"inputs": []},
+        422: {"inputs": [APPLE, 5]},
+    }, texts_key="inputs", type_400="empty", says_400="inputs: send at least one text"),
 ]
 
 # Each status: the native error type, TEI's error_type.
@@ -78,16 +94,22 @@ ERROR_TYPES = {
 }
 
 
-def assert_dialect_error(response: httpx.Response, status: int, wire: WireDialect) -> str:
-    """The status, and the error body in `wire`'s shape; returns the message."""
+def assert_dialect_error(
+    response: httpx.Response, status: int, wire: WireDialect, native_type: str | None = None
+) -> str:
+    """The status, and the error body in `wire`'s shape (of `native_type`, else the status's); returns the message."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
     assert "x-request-id" in response.headers
     body = response.json()
-    native_type, tei_type = ERROR_TYPES[status]
+    native_type, tei_type = native_type or ERROR_TYPES[status][0], ERROR_TYPES[status][1]
     if wire.dialect is Dialect.TEI:
         assert set(body) == {"error", "error_type"} and body["error_type"] == tei_type, body
         return body["error"]
+    if wire.dialect is Dialect.OPENAI:
+        assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
+        assert body["error"]["type"] == native_type and body["error"]["code"] is None, body
+        return body["error"]["message"]
     assert set(body) == {"error"} and set(body["error"]) == {"type", "message"}, body
     assert body["error"]["type"] == native_type, body
     return body["error"]["message"]
@@ -127,9 +149,10 @@ by_name = pytest.mark.parametrize("wire", DIALECTS, ids=lambda wire: wire.name)
 @by_name
 @pytest.mark.parametrize("status", [400, 422])
 def test_a_bad_body_is_answered_in_its_dialect(unloadable_app: TestClient, wire: WireDialect, status: int) -> None:
-    message = assert_dialect_error(unloadable_app.post(wire.path, json=wire.bad[status]), status, wire)
+    response = unloadable_app.post(wire.path, json=wire.bad[status])
+    message = assert_dialect_error(response, status, wire, wire.type_400 if status == 400 else None)
     if status == 400:
-        assert ("`texts` cannot be empty" if wire.name == "tei" else "is not served here") in message
+        assert wire.says_400 in message
 
 
 @by_name

@@ -119,10 +119,12 @@ def test_family_names_are_validated_against_the_registry(word_overlap_family: st
 
 
 def test_every_family_pair_carries_the_payload_its_entry_declares(
-    monkeypatch: pytest.MonkeyPatch, tiny_cross_encoder_dir: Path, tiny_qwen3_cache: TinyQwen3Cache
+    monkeypatch: pytest.MonkeyPatch, tiny_cross_encoder_dir: Path, tiny_qwen3_cache: TinyQwen3Cache,
+    tiny_qwen3_embedding: TinyQwen3Cache,
 ) -> None:
     monkeypatch.delenv("RERANK_MODEL_FAMILY", raising=False)
-    models = {"cross-encoder": str(tiny_cross_encoder_dir), "qwen3": str(tiny_qwen3_cache.snapshot), "bi-encoder": ""}
+    models = {"cross-encoder": str(tiny_cross_encoder_dir), "qwen3": str(tiny_qwen3_cache.snapshot),
+              "qwen3-embedding": str(tiny_qwen3_embedding.snapshot), "bi-encoder": ""}
     assert set(models) == set(registry.FAMILIES), "a new family needs a model here"
     for name, model in models.items():
         scorer = registry.load_scorer(Settings(model_name=model, backend="torch", threads=2))

@@ -131,13 +131,14 @@ def test_family_is_read_from_the_model_config(
 @pytest.mark.parametrize(
     ("architecture", "model_type", "layout"),
     [("LlamaForCausalLM", "llama", "plain"), ("Qwen2ForCausalLM", "qwen2", "plain"),
-     ("Qwen3ForCausalLM", "qwen3", "sentence-transformers")],
-    ids=["llama", "qwen2", "qwen3-embedding"],
+     ("Qwen2ForCausalLM", "qwen2", "sentence-transformers")],
+    ids=["llama", "qwen2", "qwen2-sentence-transformers"],
 )
 def test_a_causal_lm_that_is_no_qwen3_reranker_is_refused_naming_the_override(
     unset_offline_mode, tiny_qwen3_cache: TinyQwen3Cache, tmp_path: Path, architecture: str, model_type: str, layout: str
 ) -> None:
-    """Before, any *ForCausalLM was taken for Qwen3-Reranker; a Qwen3 embedder's layout marks it as none either."""
+    """Before, any *ForCausalLM was taken for Qwen3-Reranker; in sentence-transformers layout a decoder other than
+    Qwen3 (whose family is qwen3-embedding) is no bi-encoder either."""
     shutil.copytree(tiny_qwen3_cache.snapshot, tmp_path / "model", symlinks=False)
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     (tmp_path / "model" / "config.json").write_text(

@@ -75,8 +75,8 @@ class Settings(BaseSettings):
     model_name: str = Field("", description="Hub id (local cache only) or local directory; empty = embedded default.")
     model_revision: str = Field("main", description="Commit sha or ref the hub id is pinned to.")
     model_family: ModelFamily = Field(
-        "auto", description="Scorer family, a name in models/registry.py (cross-encoder, qwen3, bi-encoder); auto "
-        "detects it from the model's files."
+        "auto", description="Scorer family, a name in models/registry.py (cross-encoder, qwen3, qwen3-embedding, "
+        "bi-encoder); auto detects it from the model's files."
     )
     model_aliases: str = Field(
         "", description="Comma-separated extra names requests may send as `model`, on every route that takes one."
@@ -143,6 +143,13 @@ class Settings(BaseSettings):
     max_document_chars: int = Field(100_000, ge=1, description="Longest document, in characters.")
     max_query_chars: int = Field(10_000, ge=1, description="Longest query or instruction, in characters.")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1, description="Largest request body, in bytes.")
+
+    # --- embeddings ---
+    auto_truncate: bool = Field(
+        False, description="Cut an input longer than the model's window on /v1/embeddings (and /v2/embed with "
+        "truncate NONE) instead of answering 400, as TEI's auto_truncate."
+    )
+    max_embed_inputs: int = Field(2048, ge=1, description="Most texts in one embedding request.")
 
     # --- security ---
     api_key: str = Field("", description="When set, every route but /health needs 'Authorization: Bearer <key>'.")

@@ -20,6 +20,7 @@ from .catalog import router as catalog_router
 from .compat import router as compat_router
 from .errors import install_error_handlers
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware
+from .openai_compat import router as openai_router
 from .routes import router
 from .tei import router as tei_router
 
@@ -46,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="rerank-sidecar",
         version=__version__,
-        description="One local reranker shared by every process on the machine. Scores are in [0, 1].",
+        description="One local reranker and embedder shared by every process on the machine. Scores are in [0, 1].",
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(compat_router)
     app.include_router(tei_router)
     app.include_router(catalog_router)
+    app.include_router(openai_router)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)  # inner to the next: 401s get ids, log lines

@@ -6,6 +6,7 @@ import time
 
 from fastapi import APIRouter, Request
 
+from ..config import Task
 from ..engine.pool import ModelPool, ServedModel
 from .schemas import ModelCard, ModelList
 
@@ -16,12 +17,14 @@ router = APIRouter(tags=["model discovery"])
     "/v1/models", response_model=ModelList, response_description="Every name that picks a model, the default first."
 )
 async def list_models(request: Request) -> ModelList:
-    """Every listed model by its name, aliases and (where unambiguous) model id; never loads a model."""
+    """Every listed model by its name, aliases and (where unambiguous) model id, and what it serves; never loads a
+    model."""
     pool: ModelPool = request.app.state.models
     created = int(time.time() - (time.monotonic() - request.app.state.started_at))
     return ModelList(
         data=[
-            ModelCard(id=name, created=created, root=served.spec.name, max_model_len=_max_length(served))
+            ModelCard(id=name, created=created, root=served.spec.name, max_model_len=_max_length(served),
+                      tasks=_tasks(served))
             for name, served in pool.named_models()
         ]
     )
@@ -30,3 +33,8 @@ async def list_models(request: Request) -> ModelList:
 def _max_length(served: ServedModel) -> int:
     info = served.engine.info
     return info.max_length if info else served.engine.settings.max_length
+
+
+def _tasks(served: ServedModel) -> list[Task] | None:
+    tasks = served.engine.tasks
+    return list(tasks) if tasks is not None else None

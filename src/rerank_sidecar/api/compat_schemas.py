@@ -8,7 +8,7 @@ and ignored, as pydantic ignores unknown fields.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, field_validator, model_validator
 
@@ -166,3 +166,96 @@ class CompatRerankResponse(BaseModel):
     results: list[CompatRerankResult] = Field(description="Documents best first, top_n applied.")
     meta: CompatMeta = Field(description="Billing counters and warnings.")
     usage: CompatUsage = Field(description="Tokens read.")
+
+
+CohereInputType = Literal["search_query", "search_document", "classification", "clustering"]
+CohereTruncate = Literal["NONE", "START", "END"]
+
+
+class CohereEmbedRequest(BaseModel):
+    """Cohere v2 embed (`ClientV2.embed`): texts only; images and `inputs` are not served."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "builtin:all-MiniLM-L6-v2",
+                    "texts": ["What is Deep Learning?"],
+                    "input_type": "search_query",
+                    "embedding_types": ["float"],
+                    "truncate": "END",
+                }
+            ]
+        }
+    )
+
+    texts: list[str] = Field(description="Texts to embed, each non-empty; at most RERANK_MAX_EMBED_INPUTS.")
+    model: str | None = Field(None, description="A name or alias from /v1/models; empty: the default model.")
+    input_type: CohereInputType | None = Field(
+        None,
+        description="search_query / search_document: the model's query / document prompt, when it has one; "
+        "classification, clustering: no prompt; absent: the model's default prompt.",
+    )
+    embedding_types: list[str] = Field(
+        default_factory=lambda: ["float"], description="Only float is served; any other type is a 400 naming it."
+    )
+    truncate: CohereTruncate | None = Field(
+        None,
+        description="END cuts a long text's end, START its start; NONE: 400 for a text over the model's window "
+        "(unless RERANK_AUTO_TRUNCATE); absent: END, as Cohere.",
+    )
+    output_dimension: int | None = Field(
+        None, ge=1, description="Keep the first n dimensions, then re-normalize; at most the model's size."
+    )
+
+
+class CohereEmbeddings(BaseModel):
+    """Vectors by type; only float is served."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    float_: list[list[float]] = Field(alias="float", description="One vector per text, in input order.")
+
+
+class CohereApiVersion(BaseModel):
+    """Which Cohere API version the answer follows."""
+
+    version: str = Field("2", description="Always 2.")
+
+
+class CohereBilledUnits(BaseModel):
+    """Cohere's billing counters for embed."""
+
+    input_tokens: int = Field(description="Tokens of every text as embedded.")
+
+
+class CohereEmbedMeta(BaseModel):
+    """Cohere's `meta` block of an embed answer."""
+
+    api_version: CohereApiVersion = Field(default_factory=CohereApiVersion, description="Always version 2.")
+    billed_units: CohereBilledUnits = Field(description="What this request would count as on Cohere.")
+    warnings: list[str] | None = Field(None, description="Texts cut to the model's window, when any.")
+
+
+class CohereEmbedResponse(BaseModel):
+    """Cohere v2 embed answer, as `ClientV2.embed` parses it (EmbedByTypeResponse)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "5b0c6f1e2d7a4e3f9a8b7c6d5e4f3a2b",
+                    "response_type": "embeddings_by_type",
+                    "embeddings": {"float": [[0.021, -0.043, 0.118]]},
+                    "texts": ["What is Deep Learning?"],
+                    "meta": {"api_version": {"version": "2"}, "billed_units": {"input_tokens": 8}},
+                }
+            ]
+        }
+    )
+
+    id: str = Field(description="The request id (also the X-Request-ID header and the log line's request_id).")
+    response_type: Literal["embeddings_by_type"] = Field("embeddings_by_type", description="Always by type.")
+    embeddings: CohereEmbeddings = Field(description="The vectors, under `float`.")
+    texts: list[str] = Field(description="The texts embedded, as sent.")
+    meta: CohereEmbedMeta = Field(description="Billing counters and warnings.")

@@ -1,7 +1,8 @@
 """Which wire dialect a request speaks, decided once per request; every answer and every error follows it.
 
 `POST /rerank` takes two bodies, as llama.cpp's server does: text-embeddings-inference's, which
-names its documents `texts`, and the native one. Every other route speaks the native dialect.
+names its documents `texts`, and the native one. `POST /embed` is TEI's and `POST /v1/embeddings`
+OpenAI's, whatever their body (`ROUTE_DIALECTS`); every other route speaks the native dialect.
 The decision is made before any layer can answer: `RequestContextMiddleware` first calls
 `decide_dialect`, which reads the top-level keys in the body's first `PEEK_BYTES` (`body_dialect`:
 a TEI body holds `texts` and no `documents`). So the 401 of the API key and the 413 of the body
@@ -29,7 +30,13 @@ class Dialect(str, Enum):
     NATIVE = "native"
     """`{"error": {"type", "message"}}` errors; every route."""
     TEI = "text-embeddings-inference"
-    """TEI's `{"error", "error_type"}` errors and bare-array answers; `POST /rerank` with `texts`."""
+    """TEI's `{"error", "error_type"}` errors and bare-array answers; `POST /rerank` with `texts`, `POST /embed`."""
+    OPENAI = "openai"
+    """OpenAI's `{"error": {"message", "type", "param", "code"}}` errors; `POST /v1/embeddings`."""
+
+
+# Routes whose dialect is theirs whatever the body.
+ROUTE_DIALECTS = {("POST", "/embed"): Dialect.TEI, ("POST", "/v1/embeddings"): Dialect.OPENAI}
 
 
 # The one route whose dialect depends on its body.
@@ -93,8 +100,9 @@ def top_level_keys(prefix: bytes) -> Iterator[str]:
 
 async def decide_dialect(scope: Scope, receive: Receive) -> tuple[Dialect, Receive]:
     """The request's dialect, and a receive channel that replays the body bytes read to decide it."""
-    if (scope["method"], scope["path"]) != TWO_DIALECT_ROUTE:
-        return Dialect.NATIVE, receive
+    route = (scope["method"], scope["path"])
+    if route != TWO_DIALECT_ROUTE:
+        return ROUTE_DIALECTS.get(route, Dialect.NATIVE), receive
     peeked: list[Message] = []
     size = 0
     while size < PEEK_BYTES:

@@ -10,6 +10,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..engine.errors import (
+    CannotEmbed,
+    CannotRerank,
     DeadlineExceeded,
     ModelUnavailable,
     QueueFull,
@@ -28,6 +30,9 @@ _TEI_ERROR_TYPES = {
     "validation_error": "Validation",
     "payload_too_large": "Validation",
     "empty": "Empty",
+    "input_too_long": "Validation",
+    "model_cannot_embed": "Validation",
+    "model_cannot_rerank": "Validation",
     "queue_full": "Overloaded",
     "deadline_exceeded": "Overloaded",
     "model_unavailable": "Unhealthy",
@@ -38,22 +43,33 @@ _TEI_ERROR_TYPES = {
 class ApiError(Exception):
     """An error the routes raise on purpose; rendered by `error_response`."""
 
-    def __init__(self, status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, type_: str, message: str, headers: dict[str, str] | None = None, param: str | None = None
+    ) -> None:
+        """`param` is the field at fault, for the dialects whose errors name it apart (OpenAI's)."""
         super().__init__(message)
         self.status = status
         self.type = type_
         self.message = message
         self.headers = headers
+        self.param = param
 
 
 class ClientDisconnected(Exception):
     """The client went away before its answer was ready."""
 
 
-def error_response(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The error in the request's dialect: `{"error": {"type", "message"}}`, or TEI's `{"error", "error_type"}`."""
-    if current_dialect() is Dialect.TEI:
-        body = {"error": message, "error_type": _TEI_ERROR_TYPES.get(type_, "Backend")}
+def error_response(
+    status: int, type_: str, message: str, headers: dict[str, str] | None = None, param: str | None = None
+) -> JSONResponse:
+    """The error in the request's dialect: `{"error": {"type", "message"}}`, TEI's `{"error", "error_type"}`, or
+    OpenAI's `{"error": {"message", "type", "param", "code"}}` (the `openai` SDK reads all four; `code` is null,
+    as on most of OpenAI's own errors)."""
+    dialect = current_dialect()
+    if dialect is Dialect.TEI:
+        body: dict = {"error": message, "error_type": _TEI_ERROR_TYPES.get(type_, "Backend")}
+    elif dialect is Dialect.OPENAI:
+        body = {"error": {"message": message, "type": type_, "param": param, "code": None}}
     else:
         body = {"error": {"type": type_, "message": message}}
     return JSONResponse(body, status_code=status, headers=headers)
@@ -65,6 +81,15 @@ def internal_error_response(exc: Exception, request_id: str) -> JSONResponse:
         500, "internal_error",
         f"unexpected {type(exc).__name__}; the sidecar's log has the traceback under request id {request_id}",
     )
+
+
+def _invalid_field(exc: RequestValidationError) -> str | None:
+    """The first offending field, dotted (`input.2`), or None when the body itself is at fault."""
+    for error in exc.errors():
+        location = [str(part) for part in error.get("loc", ()) if part not in _DIALECT_TAGS and part != "body"]
+        if location and error.get("type") != "json_invalid":
+            return ".".join(location)
+    return None
 
 
 def _describe_validation(request: Request, exc: RequestValidationError) -> str:
@@ -92,6 +117,8 @@ _STATUS_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_
 
 # The engine's refusals: status, error type, and the Retry-After to send (None: no header).
 _ENGINE_ERRORS: dict[type[Exception], tuple[int, str, Callable[[Exception], str | None]]] = {
+    CannotEmbed: (400, "model_cannot_embed", lambda _: None),
+    CannotRerank: (400, "model_cannot_rerank", lambda _: None),
     ModelUnavailable: (503, "model_unavailable", lambda _: str(MODEL_RETRY_AFTER_S)),
     QueueFull: (503, "queue_full", lambda exc: str(exc.retry_after_s)),
     DeadlineExceeded: (503, "deadline_exceeded", lambda _: "1"),
@@ -101,13 +128,17 @@ _ENGINE_ERRORS: dict[type[Exception], tuple[int, str, Callable[[Exception], str 
 }
 
 
+# The engine's refusals that are the `model` field's fault.
+_MODEL_FAULTS = {UnknownModel: "model", CannotEmbed: "model", CannotRerank: "model"}
+
+
 def _engine_error_handler(
     status: int, type_: str, retry_after: Callable[[Exception], str | None]
 ) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
     async def handle(_: Request, exc: Exception) -> JSONResponse:
         seconds = retry_after(exc)
         headers = {"Retry-After": seconds} if seconds is not None else None
-        return error_response(status, type_, str(exc), headers)
+        return error_response(status, type_, str(exc), headers, _MODEL_FAULTS.get(type(exc)))
 
     return handle
 
@@ -122,11 +153,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.type, exc.message, exc.headers)
+        return error_response(exc.status, exc.type, exc.message, exc.headers, exc.param)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "validation_error", _describe_validation(request, exc))
+        return error_response(422, "validation_error", _describe_validation(request, exc), param=_invalid_field(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""Input limits every rerank route enforces: 422s naming the field and the limit."""
+"""Input limits every rerank and embedding route enforces: 4xx naming the field and the limit."""
 
 from __future__ import annotations
 
@@ -51,6 +51,31 @@ def check_limits(
                 f"{settings.max_document_chars} (RERANK_MAX_DOCUMENT_CHARS)",
             )
         check_unicode(f"{field}.{index}", document)
+
+
+def check_embed_inputs(settings: Settings, texts: Sequence[str], field: str) -> None:
+    """400 for no texts or an empty one (nothing to embed); 422 past RERANK_MAX_EMBED_INPUTS or a text's length."""
+    if not texts:
+        raise ApiError(400, "empty", f"{field}: send at least one text to embed", param=field)
+    if len(texts) > settings.max_embed_inputs:
+        raise ApiError(
+            422, "validation_error",
+            f"{field}: {len(texts)} texts exceeds the limit of {settings.max_embed_inputs} (RERANK_MAX_EMBED_INPUTS)",
+            param=field,
+        )
+    for index, text in enumerate(texts):
+        if not text:
+            raise ApiError(
+                400, "empty", f"{field}.{index}: an empty string has nothing to embed", param=f"{field}.{index}"
+            )
+        if len(text) > settings.max_document_chars:
+            raise ApiError(
+                422, "validation_error",
+                f"{field}.{index}: {len(text)} characters exceeds the limit of {settings.max_document_chars} "
+                "(RERANK_MAX_DOCUMENT_CHARS)",
+                param=f"{field}.{index}",
+            )
+        check_unicode(f"{field}.{index}", text)
 
 
 def check_unicode(field: str, text: str) -> None:

@@ -16,13 +16,21 @@ from ..requestlog import RequestLog, RequestLogEntry
 
 
 def note_request(request: Request, query: str, documents: Sequence[str], settings: Settings) -> None:
-    """Records the request's size (and, only when enabled, its text) for the request log."""
+    """Records a rerank job's size (and, only when enabled, its text) for the request log."""
+    note_texts(request, documents, settings)
     state = request.state
-    state.documents = getattr(state, "documents", 0) + len(documents)
-    state.chars = getattr(state, "chars", 0) + len(query) + sum(len(document) for document in documents)
+    state.chars += len(query)
     if settings.log_text:
         state.query_text = query if not hasattr(state, "query_text") else f"{state.query_text}\n{query}"
-        state.document_texts = [*getattr(state, "document_texts", []), *documents]
+
+
+def note_texts(request: Request, texts: Sequence[str], settings: Settings) -> None:
+    """Records texts (a rerank job's documents, an embedding request's inputs) as the log line's `documents`."""
+    state = request.state
+    state.documents = getattr(state, "documents", 0) + len(texts)
+    state.chars = getattr(state, "chars", 0) + sum(len(text) for text in texts)
+    if settings.log_text:
+        state.document_texts = [*getattr(state, "document_texts", []), *texts]
 
 
 def note_model(request: Request, model: str, revision: str) -> None:

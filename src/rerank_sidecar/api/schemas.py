@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
+from ..config import Task
 from ..engine.state import ModelState
 
 
@@ -350,6 +351,10 @@ class ModelCard(BaseModel):
     owned_by: str = Field("rerank-sidecar", description="Always rerank-sidecar.")
     root: str = Field(description="The name of the listed model this entry picks (its served id for the one model).")
     max_model_len: int = Field(description="Longest tokenized pair the model reads (RERANK_MAX_LENGTH before loading).")
+    tasks: list[Task] | None = Field(
+        description="What the model serves: rerank, embed or both (from its RERANK_MODELS entry, else its config); "
+        "null while the model is not on disk."
+    )
 
 
 class ModelList(BaseModel):
@@ -362,9 +367,11 @@ class ModelList(BaseModel):
                     "object": "list",
                     "data": [
                         {"id": "builtin:all-MiniLM-L6-v2", "object": "model", "created": 1764400000,
-                         "owned_by": "rerank-sidecar", "root": "builtin:all-MiniLM-L6-v2", "max_model_len": 256},
+                         "owned_by": "rerank-sidecar", "root": "builtin:all-MiniLM-L6-v2", "max_model_len": 256,
+                         "tasks": ["rerank", "embed"]},
                         {"id": "rerank-v3.5", "object": "model", "created": 1764400000,
-                         "owned_by": "rerank-sidecar", "root": "builtin:all-MiniLM-L6-v2", "max_model_len": 256},
+                         "owned_by": "rerank-sidecar", "root": "builtin:all-MiniLM-L6-v2", "max_model_len": 256,
+                         "tasks": ["rerank", "embed"]},
                     ],
                 }
             ]

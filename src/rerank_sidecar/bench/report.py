@@ -12,6 +12,7 @@ from pathlib import Path
 from .support.results import (
     BackendsReport,
     EmbedReport,
+    Int8CosineReport,
     LoadReport,
     MemoryReport,
     ModelsLoadReport,
@@ -24,6 +25,7 @@ from .support.stand_ins import QWEN3_STAND_IN
 # File names `scripts/bench.sh` writes into the results directory.
 RESULT_FILES = {
     "quality": "quality.json",
+    "int8_cosine": "int8-cosine.json",
     "backends": "backends.json",
     "load": "load.json",
     "sweep": "sweep.json",
@@ -77,6 +79,14 @@ def _quality(report: QualityReport) -> list[str]:
     if report.max_score_difference is not None:
         lines += [f"Largest sidecar vs in-process raw score difference: {report.max_score_difference:.1e}.", ""]
     return lines
+
+
+def _int8_cosine(report: Int8CosineReport) -> list[str]:
+    return [f"## Embedding quality of int8: {report.passages} TREC DL 2020 passages", "",
+            f"Model: `{report.model}`. Each distinct passage embedded in fp32 and in int8 through `Engine.embed` "
+            "(`bench int8-cosine`); the cosine of each passage's int8 vector with its fp32 one:", "",
+            *_table(["min", "mean", "1st percentile"],
+                    [[f"{report.min_cosine:.4f}", f"{report.mean_cosine:.4f}", f"{report.p01_cosine:.4f}"]])]
 
 
 def _backends(report: BackendsReport) -> list[str]:
@@ -213,6 +223,7 @@ def render(results: Path, plot_link: str | None) -> str:
     sections: list[str] = []
     loaders: dict[str, Callable[[str], list[str]]] = {
         "quality": lambda text: _quality(QualityReport.model_validate_json(text)),
+        "int8_cosine": lambda text: _int8_cosine(Int8CosineReport.model_validate_json(text)),
         "backends": lambda text: _backends(BackendsReport.model_validate_json(text)),
         "load": lambda text: _load(LoadReport.model_validate_json(text), "Load: W1, W2, W3"),
         "sweep": lambda text: _load(LoadReport.model_validate_json(text), "Concurrency sweep"),

@@ -16,6 +16,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "qwen3",
     "load",
     "quality",
+    "int8_cosine",
     "memory",
     "models",
     "embed",

@@ -1,9 +1,11 @@
-"""Python clients of the sidecar (sync and async, one implementation), their replies, and the positional fallback."""
+"""Python clients of the sidecar (sync and async, one implementation: rerank and embed), their replies, and the
+positional fallback."""
 
 from .core import AsyncSidecarClient, CompatVersion, Fallback, SidecarClient, retry_after_s, sidecar_url
 from .fallback import POSITIONAL_MODEL_ID, positional_scores
 from .replies import (
     CompatRerankReply,
+    EmbedReply,
     RerankBatchReply,
     RerankReply,
     RetryPolicy,
@@ -17,6 +19,7 @@ __all__ = [
     "AsyncSidecarClient",
     "CompatRerankReply",
     "CompatVersion",
+    "EmbedReply",
     "Fallback",
     "RerankBatchReply",
     "RerankReply",

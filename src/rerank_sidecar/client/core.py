@@ -24,6 +24,7 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_exponential_jitter
 
 from ..api.compat_schemas import CompatRerankRequest
+from ..api.openai_schemas import InputType, OpenAIEmbeddingRequest, OpenAIEmbeddingResponse
 from ..api.schemas import (
     ErrorResponse,
     HealthResponse,
@@ -36,6 +37,7 @@ from ..config import Settings
 from .fallback import positional_batch_reply, positional_compat_reply, positional_reply
 from .replies import (
     CompatRerankReply,
+    EmbedReply,
     RerankBatchReply,
     RerankReply,
     RetryPolicy,
@@ -182,6 +184,12 @@ def _compat_call(request: CompatRerankRequest, version: CompatVersion) -> _Call[
                  lambda: positional_compat_reply(request))
 
 
+def _embed_call(request: OpenAIEmbeddingRequest) -> _Call[EmbedReply]:
+    body = request.model_dump(exclude_none=True)
+    return _Call("POST", "/v1/embeddings", body,
+                 lambda content: EmbedReply.from_response(OpenAIEmbeddingResponse.model_validate_json(content)))
+
+
 def _batch_request(groups: Sequence[tuple[str, Sequence[str]]], **options: Any) -> RerankBatchRequest:
     return RerankBatchRequest(
         groups=[RerankBatchGroup(query=query, documents=list(documents)) for query, documents in groups], **options
@@ -284,6 +292,20 @@ class _Routes:
         if request.model is None and self.model is not None:
             request = request.model_copy(update={"model": self.model})
         return self._run(_compat_call(request, version))
+
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        model: str | None = None,
+        input_type: InputType | None = None,
+        dimensions: int | None = None,
+    ) -> Returns[EmbedReply]:
+        """POST /v1/embeddings: one vector per text, in order; `input_type` picks the model's query or document
+        prompt where it has one; `dimensions` keeps the first n, re-normalized. No positional fallback."""
+        request = OpenAIEmbeddingRequest(input=list(texts), model=model or self.model, encoding_format="float",
+                                         input_type=input_type, dimensions=dimensions)
+        return self._run(_embed_call(request))
 
 
 class SidecarClient(_Routes):

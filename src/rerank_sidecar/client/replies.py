@@ -6,6 +6,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..api.compat_schemas import CompatRerankResponse
+from ..api.openai_schemas import OpenAIEmbeddingResponse
 from ..api.schemas import RerankBatchResponse, RerankResponse
 
 
@@ -60,3 +61,19 @@ class CompatRerankReply(CompatRerankResponse):
     """POST /v1/rerank or /v2/rerank's answer as the client returns it, or the positional fallback."""
 
     fallback: bool = Field(False, description="True when the sidecar was unreachable and these are positional scores.")
+
+
+class EmbedReply(BaseModel):
+    """The vectors of an embed call (POST /v1/embeddings), in input order."""
+
+    vectors: list[list[float]] = Field(description="One vector per text, in input order.")
+    model: str = Field(description="Served model id.")
+    tokens: int = Field(description="Tokens the model read, every text's prompt and special tokens included.")
+
+    @classmethod
+    def from_response(cls, response: OpenAIEmbeddingResponse) -> EmbedReply:
+        """The reply of a float-encoded /v1/embeddings answer."""
+        vectors = [item.embedding for item in sorted(response.data, key=lambda item: item.index)]
+        if any(isinstance(vector, str) for vector in vectors):
+            raise ValueError("expected float vectors, got base64 (the client asks for encoding_format float)")
+        return cls(vectors=vectors, model=response.model, tokens=response.usage.prompt_tokens)

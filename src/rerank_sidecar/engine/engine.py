@@ -142,9 +142,12 @@ class Engine:
         metrics: ModelMetrics,
         compute: SharedCompute | None = None,
         make_room: Callable[[Engine], Awaitable[None]] | None = None,
+        name: str | None = None,
     ) -> None:
-        """`compute` is shared with the other models' engines (None: a model alone); `make_room` runs before a load."""
+        """`compute` is shared with the other models' engines (None: a model alone); `make_room` runs before a load;
+        `name` is what requests call the model (its RERANK_MODELS name; None: its served model id)."""
         self.settings = settings
+        self.name = name or settings.served_model_id
         self.metrics = metrics
         self.state: ModelState = "idle"
         self.error: str | None = None
@@ -257,7 +260,7 @@ class Engine:
     async def rerank(self, job: RerankJob, use_cache: bool = True) -> RerankOutcome:
         """Scores every document of `job`; cancelling the caller drops its queued pairs."""
         if (tasks := self.tasks) is not None and "rerank" not in tasks:
-            raise CannotRerank(self.settings.served_model_id, tasks)
+            raise CannotRerank(self.name, tasks)
         self._active += 1
         try:
             return await self._rerank(job, use_cache)
@@ -268,7 +271,7 @@ class Engine:
     async def embed(self, job: EmbedJob) -> EmbedOutcome:
         """One vector per text of `job`, through the same scheduler as reranking; cancelling drops its queued texts."""
         if (tasks := self.tasks) is not None and "embed" not in tasks:
-            raise CannotEmbed(self.settings.served_model_id, tasks)
+            raise CannotEmbed(self.name, tasks)
         self._active += 1
         try:
             return await self._embed(job)
@@ -279,7 +282,7 @@ class Engine:
     async def _embed(self, job: EmbedJob) -> EmbedOutcome:
         scorer = await self.ensure_loaded()
         if not isinstance(scorer, EmbeddingScorer) or scorer.info.embedding is None:
-            raise CannotEmbed(scorer.info.model, scorer.info.tasks)
+            raise CannotEmbed(self.name, scorer.info.tasks)
         embedding = scorer.info.embedding
         prompt = self._prompt(job, embedding)
         if job.dimensions is not None and job.dimensions > embedding.dimensions:

@@ -38,7 +38,7 @@ class ModelPool:
         self.compute = SharedCompute(settings.max_queued_pairs)
         self.models = [
             ServedModel(spec, Engine(settings.for_model(spec), metrics.for_model(spec.name), self.compute,
-                                     self._make_room))
+                                     self._make_room, spec.name))
             for spec in settings.model_specs
         ]
         self._by_name = self._lookup()

@@ -22,6 +22,7 @@ from .resolve import ModelNotAvailable, ResolvedModel, resolve_model
 FAMILIES: dict[str, str] = {
     "cross-encoder": ".cross_encoder",
     "qwen3": ".qwen3",
+    "qwen3-embedding": ".qwen3_embedding",
     "bi-encoder": ".bi_encoder",
 }
 

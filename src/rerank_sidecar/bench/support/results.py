@@ -321,3 +321,16 @@ class EmbedReport(BaseModel):
 
 def _verdict(met: bool) -> str:
     return "met" if met else "NOT met"
+
+
+class Int8CosineReport(BaseModel):
+    """`bench int8-cosine`: each passage's int8 embedding against its fp32 one, from the same model."""
+
+    data: str = Field(description="Benchmark directory the passages come from.")
+    model: str = Field(description="The model embedded.")
+    backend: str = Field(description="RERANK_BACKEND of both runs (environment: as configured).")
+    passages: int = Field(description="Distinct passages embedded.")
+    min_cosine: float = Field(description="Smallest cosine between a passage's int8 and fp32 vectors.")
+    mean_cosine: float = Field(description="Mean of those cosines.")
+    p01_cosine: float = Field(description="Their 1st percentile.")
+    worst_passage: str = Field(description="The passage with the smallest cosine.")
