@@ -39,6 +39,17 @@ bench load --model qwen3-0.6b --backend torch --threads 1 --schedulers batched -
 bench load --model qwen3-0.6b --backend torch --threads 1 --quantize int8 --schedulers batched \
     --prefix-reuse on,off --workloads W2 --scale 0.04 --warm-up-clients 1 --ceiling-pairs 0 --max-seconds 150 \
     --json "$out/qwen3-load-w2.json"
+# Embeddings: the sidecar (default settings, fp32) against Infinity 0.0.78 and in-process sentence-transformers.
+# Infinity's pins conflict with the project's, so it gets a venv of its own (torch first: the CPU wheel).
+if [ ! -x .venv-infinity/bin/infinity_emb ]; then
+    python3 -m venv .venv-infinity
+    .venv-infinity/bin/python -m pip install --quiet "torch==2.13.0"
+    .venv-infinity/bin/python -m pip install --quiet "infinity-emb[torch,server]==0.0.78"
+fi
+bench embed --infinity-python .venv-infinity/bin/python --json "$out/embed.json"
+# The mixed load (E2 beside W1) held for 10 minutes: every response 200, the sidecar's RSS flat after minute 1.
+bench embed --soak-s 600 --e1-requests 4 --e2-requests 64 --w1-requests 4 --encode-texts 64 --no-memory \
+    --json "$out/embed-soak.json"
 # The quality run scores through a live sidecar on the embedded default and in-process, side by side.
 port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 RERANK_SIDECAR_PORT=$port .venv/bin/rerank-sidecar serve --log-level warning &

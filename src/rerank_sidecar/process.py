@@ -59,9 +59,11 @@ def spawn_server(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     detach: bool = False,
+    python: str | None = None,
 ) -> subprocess.Popen:
-    """Starts `python argv --host host --port port` (a sidecar, or a benchmark's baseline server) logging to `output`."""
-    command = [sys.executable, *argv, "--host", host, "--port", str(port)]
+    """Starts `python argv --host host --port port` (a sidecar, or a benchmark's baseline server) logging to `output`;
+    `python` is this interpreter unless given (a server installed in a venv of its own)."""
+    command = [python or sys.executable, *argv, "--host", host, "--port", str(port)]
     with output.open("ab") as sink:
         return subprocess.Popen(
             command, env=dict(env) if env is not None else None, cwd=cwd, stdin=subprocess.DEVNULL,

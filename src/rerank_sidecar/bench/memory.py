@@ -10,13 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
-import psutil
 from rich.progress import Progress
 from rich.table import Table
 
 from .support.output import add_json_argument, console, write_json
 from .support.results import MemoryReport, MemoryRow, ModelsMemoryRow
-from .support.servers import bench_server, settings_environment
+from .support.servers import bench_server, memory_mib, settings_environment
 from .support.stand_ins import TWO_MODELS, add_cache_dir_argument, bench_cache_dir, model_settings, two_models_settings
 
 # A consumer that loads its own copy of the model and scores one pair, then waits to be measured.
@@ -41,15 +40,6 @@ httpx.post(sys.argv[1] + "/rerank", json={"query": "what is a reranker",
 print("ready", flush=True)
 sys.stdin.read()
 """
-
-
-def _memory_mib(pids: Sequence[int]) -> tuple[float, float]:
-    rss = pss = 0
-    for pid in pids:
-        info = psutil.Process(pid).memory_full_info()
-        rss += info.rss
-        pss += info.pss
-    return round(rss / 2**20, 1), round(pss / 2**20, 1)
 
 
 def _start_consumers(n: int, script: str, env: dict[str, str], argv: Sequence[str] = ()) -> list[subprocess.Popen]:
@@ -80,7 +70,7 @@ def measure(counts: Sequence[int], model: str, backend: str, cache_dir: Path) ->
             for n in counts:
                 clients = _start_consumers(n, _SIDECAR_CONSUMER, env, [server.url])
                 try:
-                    rss, pss = _memory_mib([server.pid, *(c.pid for c in clients)])
+                    rss, pss = memory_mib([server.pid, *(c.pid for c in clients)])
                 finally:
                     _stop(clients)
                 rows.append(MemoryRow(consumers=n, layout="sidecar", rss_mib=rss, pss_mib=pss))
@@ -89,7 +79,7 @@ def measure(counts: Sequence[int], model: str, backend: str, cache_dir: Path) ->
             copies = _start_consumers(n, _IN_PROCESS_CONSUMER, env)
             try:
                 time.sleep(0.5)
-                rss, pss = _memory_mib([c.pid for c in copies])
+                rss, pss = memory_mib([c.pid for c in copies])
             finally:
                 _stop(copies)
             rows.append(MemoryRow(consumers=n, layout="in-process", rss_mib=rss, pss_mib=pss))
@@ -112,16 +102,16 @@ def measure_models(backend: str, cache_dir: Path) -> list[ModelsMemoryRow]:
         for name in TWO_MODELS[1:]:
             httpx.post(f"{server.url}/warmup", params={"model": name}, timeout=600).raise_for_status()
         rows.append(ModelsMemoryRow(layout="one sidecar, both models loaded", processes=1,
-                                    rss_mib=_memory_mib([server.pid])[0]))
+                                    rss_mib=memory_mib([server.pid])[0]))
         _wait_unloaded(server.url, len(TWO_MODELS))
         rows.append(ModelsMemoryRow(layout="the same sidecar, both unloaded by keep-alive", processes=1,
-                                    rss_mib=_memory_mib([server.pid])[0]))
+                                    rss_mib=memory_mib([server.pid])[0]))
     with bench_server(first_model) as first, bench_server(second_model) as second:
         rows.append(ModelsMemoryRow(layout="two sidecars, one model each", processes=2,
-                                    rss_mib=_memory_mib([first.pid, second.pid])[0]))
+                                    rss_mib=memory_mib([first.pid, second.pid])[0]))
     with bench_server(both, warm=False) as empty:
         rows.append(ModelsMemoryRow(layout="a sidecar that never loaded a model", processes=1,
-                                    rss_mib=_memory_mib([empty.pid])[0]))
+                                    rss_mib=memory_mib([empty.pid])[0]))
     return rows
 
 

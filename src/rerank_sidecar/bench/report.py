@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .support.results import (
     BackendsReport,
+    EmbedReport,
     Int8CosineReport,
     LoadReport,
     MemoryReport,
@@ -18,6 +19,7 @@ from .support.results import (
     QualityReport,
     Qwen3Report,
 )
+from .support.output import ms_cell
 from .support.stand_ins import QWEN3_STAND_IN
 
 # File names `scripts/bench.sh` writes into the results directory.
@@ -35,6 +37,8 @@ RESULT_FILES = {
     "qwen3": "qwen3.json",
     "qwen3-load": "qwen3-load.json",
     "qwen3-load-w2": "qwen3-load-w2.json",
+    "embed": "embed.json",
+    "embed-soak": "embed-soak.json",
 }
 SWEEP_PLOT = "sweep.png"
 
@@ -152,6 +156,38 @@ def _models_memory(report: MemoryReport) -> list[str]:
                     f"- after keep-alive unloaded both / never loaded: {unloaded / empty:.2f}x RSS", ""]
 
 
+def _embed(report: EmbedReport) -> list[str]:
+    lines = [f"## Embeddings (`bench embed`): the embedded default, {report.threads} threads", "",
+             "DL20 texts. E1: 4 clients sending 64 passages a request; E2: 32 clients sending one query a request; "
+             "E2 mixed: E2 beside W1 reranking (4 clients x 100 passages) on the same sidecar. The sidecar on "
+             "`/v1/embeddings`, Infinity 0.0.78 (torch, CPU) on `/embeddings`, sentence-transformers `encode` "
+             f"(batch 64) in-process.", ""]
+    lines += _table(["system", "workload", "clients", "texts/req", "ok", "failed", "texts/s", "p50 ms", "p99 ms"],
+                    [[r.system, r.workload, str(r.concurrency), str(r.texts_per_request), str(r.requests),
+                      str(r.failed), f"{r.texts_per_s:.1f}", ms_cell(r.p50_ms), ms_cell(r.p99_ms)]
+                     for r in report.results])
+    reranks = [r for r in (report.rerank_alone, report.rerank_mixed) if r is not None]
+    if reranks:
+        lines += _table(["reranking", "clients", "docs/req", "ok", "pairs/s", "p50 ms", "p99 ms"],
+                        [[r.configuration, str(r.concurrency), str(r.documents), str(r.requests),
+                          f"{r.pairs_per_s:.1f}", f"{r.p50_ms:.0f}", f"{r.p99_ms:.0f}"] for r in reranks])
+    if report.memory:
+        lines += _table(["memory (reranker stand-in + embedding model)", "processes", "RSS MiB"],
+                        [[row.layout, str(row.processes), f"{row.rss_mib:.0f}"] for row in report.memory])
+    return lines + [f"- {line}" for line in report.comparisons()] + [""]
+
+
+def _embed_soak(report: EmbedReport) -> list[str]:
+    if report.soak is None:
+        return []
+    soak = report.soak
+    settled = [sample.rss_mib for sample in soak.samples if sample.at_s >= soak.settle_s]
+    lines = [f"### Soak (`bench embed --soak-s`): E2 beside W1 on one sidecar for {soak.seconds:.0f} s", "",
+             f"RSS sampled every few seconds ({len(soak.samples)} samples); after {soak.settle_s:.0f} s it ranged "
+             f"{min(settled, default=float('nan')):.0f} to {max(settled, default=float('nan')):.0f} MiB.", ""]
+    return lines + [f"- {line}" for line in report.comparisons() if line.startswith("soak")] + [""]
+
+
 def _qwen3(report: Qwen3Report) -> list[str]:
     full = report.speed[0].pairs_per_s
     threads = f"{report.threads} thread" + ("s" if report.threads != 1 else "")
@@ -197,6 +233,8 @@ def render(results: Path, plot_link: str | None) -> str:
                                       "The embedded default: default settings and int8 side by side"),
         "memory": lambda text: _memory(MemoryReport.model_validate_json(text)),
         "models_load": lambda text: _models_load(ModelsLoadReport.model_validate_json(text)),
+        "embed": lambda text: _embed(EmbedReport.model_validate_json(text)),
+        "embed-soak": lambda text: _embed_soak(EmbedReport.model_validate_json(text)),
         "qwen3": lambda text: _qwen3(Qwen3Report.model_validate_json(text)),
         "qwen3-load": lambda text: _load(LoadReport.model_validate_json(text),
                                          "Qwen3-Reranker-0.6B shape through the sidecar, prefix reuse on and off"),

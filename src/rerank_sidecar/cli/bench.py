@@ -19,13 +19,14 @@ BENCH_MODULES: tuple[str, ...] = (
     "int8_cosine",
     "memory",
     "models",
+    "embed",
     "report",
 )
 
 
 def add_bench(commands: argparse._SubParsersAction) -> None:
     """Adds `bench` with one sub-command per module of BENCH_MODULES."""
-    bench = commands.add_parser("bench", help="benchmarks: speed of backends, quality, load, memory")
+    bench = commands.add_parser("bench", help="benchmarks: speed of backends, quality, load, memory, embeddings")
     subcommands = bench.add_subparsers(dest="bench_command", required=True)
     for name in BENCH_MODULES:
         importlib.import_module(f"rerank_sidecar.bench.{name}").add_parser(subcommands)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -12,6 +13,11 @@ from rich.console import Console
 
 # Piped output (a log, CI) gets room for a whole table instead of the 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 120)
+
+
+def ms_cell(milliseconds: float) -> str:
+    """A latency for a table: whole ms, or "-" where there is none (NaN: in-process runs)."""
+    return "-" if math.isnan(milliseconds) else f"{milliseconds:.0f}"
 
 
 def add_json_argument(parser: argparse.ArgumentParser) -> None:

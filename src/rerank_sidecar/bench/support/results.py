@@ -215,6 +215,114 @@ class SettingsComparison(BaseModel):
     max_relevance_difference: float = Field(description="Largest |A - B| relevance over all pairs.")
 
 
+# The systems of `bench embed`, as its results name them.
+SIDECAR_DEFAULT, SIDECAR_FP32, INFINITY, IN_PROCESS_ENCODE = (
+    "sidecar default", "sidecar fp32", "infinity", "sentence-transformers encode")
+# The targets of issue 21 that `bench embed` is held to (printed beside its figures).
+E1_OVER_INFINITY, E2_OVER_INFINITY, E2_P99_OVER_LITTLE, RERANK_MIXED_OVER_ALONE = 3.0, 2.0, 1.4, 0.8
+
+
+class EmbedLoadResult(BaseModel):
+    """Figures of one embedding workload against one system."""
+
+    system: str = Field(description="sidecar default, sidecar fp32, infinity or sentence-transformers encode.")
+    workload: str = Field(description="E1, E2, E2 mixed (beside W1 reranking), or encode (in-process).")
+    concurrency: int = Field(description="Clients sending requests back to back (1 in-process).")
+    texts_per_request: int = Field(description="Texts per request (per encode batch in-process).")
+    requests: int = Field(description="Requests answered 200 with every vector.")
+    failed: int = Field(description="Requests answered anything else.")
+    texts: int = Field(description="Texts embedded, in the answered requests.")
+    seconds: float = Field(description="Wall time of the workload.")
+    texts_per_s: float = Field(description="Texts embedded per second.")
+    p50_ms: float = Field(description="Median latency of a request (NaN in-process).")
+    p95_ms: float = Field(description="95th percentile latency.")
+    p99_ms: float = Field(description="99th percentile latency.")
+
+    def little_ms(self) -> float:
+        """Little's law's mean latency of a closed loop at this throughput: clients / requests per second."""
+        return self.concurrency * self.texts_per_request / self.texts_per_s * 1000 if self.texts_per_s else float("nan")
+
+
+class RssSample(BaseModel):
+    """The sidecar's resident memory at one moment of the soak."""
+
+    at_s: float = Field(description="Seconds since the soak began.")
+    rss_mib: float = Field(description="Resident set size (MiB).")
+
+
+class SoakResult(BaseModel):
+    """The mixed load (E2 beside W1) held for a while against one sidecar."""
+
+    seconds: float = Field(description="How long the load ran.")
+    responses: int = Field(description="Requests answered, every kind.")
+    not_200: int = Field(description="Requests answered anything but a 200 (or a 200 missing vectors).")
+    samples: list[RssSample] = Field(description="RSS every few seconds.")
+    settle_s: float = Field(description="Samples before this many seconds are left out of the flatness figure.")
+
+    def rss_max_over_min(self) -> float:
+        """Largest over smallest RSS after `settle_s` (1.0 is flat; the target is within 1.05)."""
+        settled = [sample.rss_mib for sample in self.samples if sample.at_s >= self.settle_s]
+        return max(settled) / min(settled) if settled else float("nan")
+
+
+class EmbedReport(BaseModel):
+    """What one `bench embed` run measured."""
+
+    model: str = Field(description="The embedding model (the embedded default).")
+    threads: int = Field(description="Inference threads of the sidecars and of the in-process encode.")
+    results: list[EmbedLoadResult] = Field(description="One row per system and workload.")
+    rerank_alone: LoadResult | None = Field(None, description="W1 reranking on the default sidecar alone.")
+    rerank_mixed: LoadResult | None = Field(None, description="W1 reranking on the same sidecar beside E2.")
+    memory: list[ModelsMemoryRow] = Field(default_factory=list, description="One sidecar serving the reranker stand-in "
+                                          "and the embedding model, against two sidecars, one model each.")
+    soak: SoakResult | None = Field(None, description="--soak-s: the mixed load held, RSS sampled.")
+    skipped: list[str] = Field(default_factory=list, description="Systems or parts not run, each with its reason.")
+
+    def find(self, system: str, workload: str) -> EmbedLoadResult | None:
+        """The row of `system` on `workload`, if it ran."""
+        return next((r for r in self.results if r.system == system and r.workload == workload), None)
+
+    def comparisons(self) -> list[str]:
+        """Each figure of issue 21 beside its target; a target whose figures did not run is said so."""
+        lines = []
+        infinity_ratios = (("E1", E1_OVER_INFINITY), ("E2", E2_OVER_INFINITY))
+        for workload, target in infinity_ratios:
+            ours, theirs = self.find(SIDECAR_DEFAULT, workload), self.find(INFINITY, workload)
+            if ours and theirs and theirs.texts_per_s:
+                ratio = ours.texts_per_s / theirs.texts_per_s
+                lines.append(f"{workload}: sidecar default / Infinity {ratio:.2f}x texts/s (target >= {target}x: "
+                             f"{_verdict(ratio >= target)})")
+        for system in (SIDECAR_DEFAULT, INFINITY):
+            e2 = self.find(system, "E2")
+            if e2 and e2.texts_per_s:
+                ratio = e2.p99_ms / e2.little_ms()
+                target = f" (target <= {E2_P99_OVER_LITTLE}x: {_verdict(ratio <= E2_P99_OVER_LITTLE)})"
+                lines.append(f"E2 {system}: p99 / Little's-law mean ({e2.little_ms():.0f} ms) {ratio:.2f}x"
+                             f"{target if system == SIDECAR_DEFAULT else ''}")
+        encode, default_e1 = self.find(IN_PROCESS_ENCODE, "encode"), self.find(SIDECAR_DEFAULT, "E1")
+        if encode and default_e1 and encode.texts_per_s:
+            lines.append(f"E1: sidecar default / in-process encode {default_e1.texts_per_s / encode.texts_per_s:.2f}x")
+        if self.rerank_alone and self.rerank_mixed and self.rerank_alone.pairs_per_s:
+            ratio = self.rerank_mixed.pairs_per_s / self.rerank_alone.pairs_per_s
+            lines.append(f"W1 reranking beside E2 / alone {ratio:.2f}x pairs/s (target >= {RERANK_MIXED_OVER_ALONE}x: "
+                         f"{_verdict(ratio >= RERANK_MIXED_OVER_ALONE)})")
+        rss = {row.layout: row.rss_mib for row in self.memory}
+        if len(rss) == 2:
+            one, two = rss.values()
+            lines.append(f"memory: one sidecar with both models {one:.0f} MiB, two sidecars {two:.0f} MiB "
+                         f"({one / two:.2f}x)")
+        if self.soak:
+            flat = self.soak.rss_max_over_min()
+            lines.append(f"soak {self.soak.seconds:.0f} s: {self.soak.responses} responses, {self.soak.not_200} not 200; "
+                         f"RSS max / min after {self.soak.settle_s:.0f} s {flat:.3f} (target <= 1.05: "
+                         f"{_verdict(self.soak.not_200 == 0 and flat <= 1.05)})")
+        return lines + [f"not run: {reason}" for reason in self.skipped]
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
 class Int8CosineReport(BaseModel):
     """`bench int8-cosine`: each passage's int8 embedding against its fp32 one, from the same model."""
 

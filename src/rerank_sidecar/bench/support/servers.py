@@ -7,7 +7,7 @@ import signal
 import socket
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,18 @@ class BenchServer:
     """Base URL on 127.0.0.1."""
     pid: int
     """Process id, for memory readings."""
+
+
+def memory_mib(pids: Sequence[int]) -> tuple[float, float]:
+    """Summed resident and proportional set sizes of these processes (MiB)."""
+    import psutil
+
+    rss = pss = 0
+    for pid in pids:
+        info = psutil.Process(pid).memory_full_info()
+        rss += info.rss
+        pss += info.pss
+    return round(rss / 2**20, 1), round(pss / 2**20, 1)
 
 
 def settings_environment(settings: Mapping[str, str]) -> dict[str, str]:
@@ -70,20 +82,40 @@ def onelock_server(model_dir: str, threads: int, ready_timeout_s: float = 120.0)
         yield server
 
 
+# The name Infinity serves its one model under, which requests to it name.
+INFINITY_MODEL_NAME = "bench-model"
+
+
+@contextmanager
+def infinity_server(python: str, model_dir: str, ready_timeout_s: float = 300.0) -> Iterator[BenchServer]:
+    """Starts Infinity (`infinity_emb v2`, torch on the CPU) from the venv of `python` on `model_dir`, offline,
+    yields it once its /health answers, and stops it."""
+    argv = ["-m", "infinity_emb.cli", "v2", "--model-id", model_dir, "--served-model-name", INFINITY_MODEL_NAME,
+            "--engine", "torch", "--device", "cpu", "--no-bettertransformer"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
+
+    def ready(url: str, process: subprocess.Popen, output: Path) -> None:
+        wait_until_answering(url, process, ready_timeout_s, output)
+
+    with _serving(argv, env, ready, None, python) as server:
+        yield server
+
+
 @contextmanager
 def _serving(
     argv: list[str],
     env: dict[str, str],
     ready: Callable[[str, subprocess.Popen, Path], None],
     warmup_timeout_s: float | None,
+    python: str | None = None,
 ) -> Iterator[BenchServer]:
-    """Runs `python argv --host 127.0.0.1 --port <free>` until the block ends, once `ready`, warmed up when a
-    `warmup_timeout_s` is given; its output goes to a temp file."""
+    """Runs `python argv --host 127.0.0.1 --port <free>` (this interpreter unless `python` is given) until the
+    block ends, once `ready`, warmed up when a `warmup_timeout_s` is given; its output goes to a temp file."""
     port = _free_port()
     workdir = Path(tempfile.mkdtemp(prefix="rerank-bench-"))
     env.setdefault("RERANK_LOG_PATH", str(workdir / "requests.jsonl"))
     output = workdir / "server.out"
-    process = spawn_server(argv, "127.0.0.1", port, output, env=env)
+    process = spawn_server(argv, "127.0.0.1", port, output, env=env, python=python)
     url = f"http://127.0.0.1:{port}"
     try:
         ready(url, process, output)

@@ -6,8 +6,8 @@ import asyncio
 import itertools
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
 import httpx
 import numpy as np
@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .data import TrafficTexts
 from .output import console
-from .results import LoadResult
+from .results import EmbedLoadResult, LoadResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +60,12 @@ def traffic_progress() -> Progress:
                     TimeElapsedColumn(), console=console, transient=True)
 
 
+def passage_run(passages: Sequence[str], request: int, n: int) -> list[str]:
+    """The `n` passages request number `request` sends: runs that start 7 passages apart, wrapping around."""
+    start = request * 7 % max(1, len(passages) - n)
+    return list(passages[start : start + n])
+
+
 class _Traffic:
     """Sends one workload's requests and keeps their latencies."""
 
@@ -71,8 +77,7 @@ class _Traffic:
         self.offset = itertools.count()
 
     def _documents(self, n: int) -> list[str]:
-        start = next(self.offset) * 7 % max(1, len(self.passages) - n)
-        return list(self.passages[start : start + n])
+        return passage_run(self.passages, next(self.offset), n)
 
     async def send(self, n: int) -> tuple[int, float]:
         payload = {"query": next(self.queries), "documents": self._documents(n)}
@@ -93,23 +98,10 @@ async def run_workload(url: str, workload: Workload, texts: TrafficTexts, max_se
     limits = httpx.Limits(max_connections=workload.concurrency + 2)
     async with httpx.AsyncClient(base_url=url, timeout=max_seconds + 60, limits=limits) as client:
         traffic = _Traffic(client, texts, model)
-        latencies: list[float] = []
-        rejected = 0
         big_done = 0
-        remaining = itertools.count()
         deadline = time.monotonic() + max_seconds
         task = progress.add_task(f"{configuration} {workload.name}", total=workload.requests)
         small_finished = asyncio.Event()
-
-        async def small_client() -> None:
-            nonlocal rejected
-            while next(remaining) < workload.requests and time.monotonic() < deadline:
-                status, latency = await traffic.send(workload.documents)
-                if status == 200:
-                    latencies.append(latency)
-                else:
-                    rejected += 1
-                progress.advance(task)
 
         async def big_client() -> None:
             nonlocal big_done
@@ -119,22 +111,62 @@ async def run_workload(url: str, workload: Workload, texts: TrafficTexts, max_se
 
         started = time.perf_counter()
         big = asyncio.ensure_future(big_client()) if workload.big_documents else None
-        await asyncio.gather(*(small_client() for _ in range(workload.concurrency)))
+        loop = await closed_loop(workload.concurrency, workload.requests, deadline,
+                                 lambda: traffic.send(workload.documents), lambda: progress.advance(task))
         small_finished.set()
         if big is not None:
             await big
         seconds = time.perf_counter() - started
         progress.remove_task(task)
-    pairs = len(latencies) * workload.documents + big_done * workload.big_documents
-    ms = np.array(latencies or [float("nan")]) * 1000
+    pairs = len(loop.latencies) * workload.documents + big_done * workload.big_documents
+    p50, p95, p99 = loop.percentiles_ms()
     return LoadResult(
         configuration=configuration, workload=workload.name, concurrency=workload.concurrency,
-        documents=workload.documents, requests=len(latencies), rejected=rejected, pairs=pairs,
+        documents=workload.documents, requests=len(loop.latencies), rejected=loop.failed, pairs=pairs,
         seconds=round(seconds, 3), pairs_per_s=round(pairs / seconds, 2),
-        requests_per_s=round(len(latencies) / seconds, 2),
-        p50_ms=round(float(np.percentile(ms, 50)), 1), p95_ms=round(float(np.percentile(ms, 95)), 1),
-        p99_ms=round(float(np.percentile(ms, 99)), 1), big_requests=big_done,
+        requests_per_s=round(len(loop.latencies) / seconds, 2), p50_ms=p50, p95_ms=p95, p99_ms=p99,
+        big_requests=big_done,
     )
+
+
+@dataclass
+class ClosedLoop:
+    """What the clients of one closed loop got back."""
+
+    latencies: list[float] = field(default_factory=list)
+    """Seconds of each request answered 200."""
+    failed: int = 0
+    """Requests answered anything else."""
+
+    def percentiles_ms(self) -> tuple[float, float, float]:
+        """p50, p95 and p99 of the latencies in ms (NaN when none)."""
+        ms = np.array(self.latencies or [float("nan")]) * 1000
+        return tuple(round(float(np.percentile(ms, q)), 1) for q in (50, 95, 99))  # type: ignore[return-value]
+
+
+async def closed_loop(concurrency: int, requests: int | None, deadline: float,
+                      send: Callable[[], Awaitable[tuple[int, float]]],
+                      on_answer: Callable[[], object] = lambda: None, stop: asyncio.Event | None = None) -> ClosedLoop:
+    """`concurrency` clients each sending its next request as soon as its last is answered, `requests` in all
+    (None: no count) until the `deadline` (time.monotonic) or `stop` is set; `send` returns a request's status
+    and seconds."""
+    loop = ClosedLoop()
+    sent = itertools.count()
+
+    def going() -> bool:
+        return time.monotonic() < deadline and not (stop is not None and stop.is_set())
+
+    async def client() -> None:
+        while (requests is None or next(sent) < requests) and going():
+            status, latency = await send()
+            if status == 200:
+                loop.latencies.append(latency)
+            else:
+                loop.failed += 1
+            on_answer()
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return loop
 
 
 async def warm_up(url: str, workloads: Sequence[Workload], texts: TrafficTexts, max_clients: int = 0,
@@ -150,3 +182,79 @@ async def warm_up(url: str, workloads: Sequence[Workload], texts: TrafficTexts, 
         for workload in workloads:
             clients = min(workload.concurrency, max_clients) if max_clients else workload.concurrency
             await asyncio.gather(*(traffic.send(workload.documents) for _ in range(clients)))
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedWorkload:
+    """One embedding traffic shape."""
+
+    name: str
+    """E1 (passages in batches) or E2 (one query a request)."""
+    texts: int
+    """Texts per request."""
+    concurrency: int
+    """Clients sending requests back to back."""
+    requests: int | None
+    """Requests to send in all; None: until stopped (beside another workload, or the soak)."""
+    queries: bool
+    """The texts are the benchmark's queries (else runs of its passages)."""
+
+
+def embed_workloads(e1_requests: int, e2_requests: int) -> tuple[EmbedWorkload, EmbedWorkload]:
+    """E1: 4 clients sending 64 passages a request; E2: 32 clients sending one query a request."""
+    return (EmbedWorkload("E1", texts=64, concurrency=4, requests=e1_requests, queries=False),
+            EmbedWorkload("E2", texts=1, concurrency=32, requests=e2_requests, queries=True))
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedTarget:
+    """A server's OpenAI-shaped embeddings route."""
+
+    system: str
+    """What serves it, as results name it."""
+    url: str
+    """Base URL."""
+    route: str
+    """/v1/embeddings (the sidecar) or /embeddings (Infinity)."""
+    model: str | None = None
+    """The model name requests give; None: the server's default."""
+
+
+async def run_embed_workload(target: EmbedTarget, workload: EmbedWorkload, texts: TrafficTexts, max_seconds: float,
+                             progress: Progress, stop: asyncio.Event | None = None, label: str = "") -> EmbedLoadResult:
+    """Sends `workload` to `target` (OpenAI's request: input, model, encoding_format float) and sums up its
+    latencies; a request counts as answered when it is a 200 holding one vector per text."""
+    source = texts.queries if workload.queries else texts.passages
+    numbers = itertools.count()
+    name = label or workload.name
+    limits = httpx.Limits(max_connections=workload.concurrency + 2)
+    async with httpx.AsyncClient(base_url=target.url, timeout=max_seconds + 60, limits=limits) as client:
+
+        async def send() -> tuple[int, float]:
+            number = next(numbers)
+            batch = [source[number % len(source)]] if workload.texts == 1 else passage_run(source, number, workload.texts)
+            payload: dict[str, object] = {"input": batch, "encoding_format": "float"}
+            if target.model is not None:
+                payload["model"] = target.model
+            started = time.perf_counter()
+            response = await client.post(target.route, json=payload)
+            latency = time.perf_counter() - started
+            if response.status_code == 503:
+                await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+            if response.status_code == 200 and len(response.json()["data"]) != len(batch):
+                return 0, latency  # a 200 without every vector is no answer
+            return response.status_code, latency
+
+        task = progress.add_task(f"{target.system} {name}", total=workload.requests)
+        started = time.perf_counter()
+        loop = await closed_loop(workload.concurrency, workload.requests, time.monotonic() + max_seconds, send,
+                                 lambda: progress.advance(task), stop)
+        seconds = time.perf_counter() - started
+        progress.remove_task(task)
+    embedded = len(loop.latencies) * workload.texts
+    p50, p95, p99 = loop.percentiles_ms()
+    return EmbedLoadResult(
+        system=target.system, workload=name, concurrency=workload.concurrency, texts_per_request=workload.texts,
+        requests=len(loop.latencies), failed=loop.failed, texts=embedded, seconds=round(seconds, 3),
+        texts_per_s=round(embedded / seconds, 2), p50_ms=p50, p95_ms=p95, p99_ms=p99,
+    )
