@@ -69,8 +69,7 @@ def passage_run(passages: Sequence[str], request: int, n: int) -> list[str]:
 class _Traffic:
     """Sends one workload's requests and keeps their latencies."""
 
-    def __init__(self, client: httpx.AsyncClient, texts: TrafficTexts, model: str | None = None) -> None:
-        self.client = client
+    def __init__(self, texts: TrafficTexts, model: str | None = None) -> None:
         self.model = model
         self.passages = texts.passages
         self.queries = itertools.cycle(texts.queries)
@@ -79,12 +78,12 @@ class _Traffic:
     def _documents(self, n: int) -> list[str]:
         return passage_run(self.passages, next(self.offset), n)
 
-    async def send(self, n: int) -> tuple[int, float]:
+    async def send(self, client: httpx.AsyncClient, n: int) -> tuple[int, float]:
         payload = {"query": next(self.queries), "documents": self._documents(n)}
         if self.model is not None:
             payload["model"] = self.model
         started = time.perf_counter()
-        response = await self.client.post("/rerank", json=payload)
+        response = await client.post("/rerank", json=payload)
         if response.status_code == 503:
             await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
         elif response.status_code != 200:
@@ -95,9 +94,8 @@ class _Traffic:
 async def run_workload(url: str, workload: Workload, texts: TrafficTexts, max_seconds: float, progress: Progress,
                        configuration: str, model: str | None = None) -> LoadResult:
     """Sends `workload` to the sidecar at `url` (naming `model` when given) and sums up its latencies."""
-    limits = httpx.Limits(max_connections=workload.concurrency + 2)
-    async with httpx.AsyncClient(base_url=url, timeout=max_seconds + 60, limits=limits) as client:
-        traffic = _Traffic(client, texts, model)
+    async with connection(url, max_seconds)() as big_connection:
+        traffic = _Traffic(texts, model)
         big_done = 0
         deadline = time.monotonic() + max_seconds
         task = progress.add_task(f"{configuration} {workload.name}", total=workload.requests)
@@ -106,13 +104,13 @@ async def run_workload(url: str, workload: Workload, texts: TrafficTexts, max_se
         async def big_client() -> None:
             nonlocal big_done
             while not small_finished.is_set() and time.monotonic() < deadline:
-                status, _ = await traffic.send(workload.big_documents)
+                status, _ = await traffic.send(big_connection, workload.big_documents)
                 big_done += status == 200
 
         started = time.perf_counter()
         big = asyncio.ensure_future(big_client()) if workload.big_documents else None
-        loop = await closed_loop(workload.concurrency, workload.requests, deadline,
-                                 lambda: traffic.send(workload.documents), lambda: progress.advance(task))
+        loop = await closed_loop(workload.concurrency, workload.requests, deadline, connection(url, max_seconds),
+                                 lambda client: traffic.send(client, workload.documents), lambda: progress.advance(task))
         small_finished.set()
         if big is not None:
             await big
@@ -144,12 +142,24 @@ class ClosedLoop:
         return tuple(round(float(np.percentile(ms, q)), 1) for q in (50, 95, 99))  # type: ignore[return-value]
 
 
+def connection(url: str, max_seconds: float) -> Callable[[], httpx.AsyncClient]:
+    """Makes one client's own connection to `url`, as a separate process would hold."""
+    return lambda: httpx.AsyncClient(base_url=url, timeout=max_seconds + 60)
+
+
 async def closed_loop(concurrency: int, requests: int | None, deadline: float,
-                      send: Callable[[], Awaitable[tuple[int, float]]],
+                      connect: Callable[[], httpx.AsyncClient],
+                      send: Callable[[httpx.AsyncClient], Awaitable[tuple[int, float]]],
                       on_answer: Callable[[], object] = lambda: None, stop: asyncio.Event | None = None) -> ClosedLoop:
     """`concurrency` clients each sending its next request as soon as its last is answered, `requests` in all
     (None: no count) until the `deadline` (time.monotonic) or `stop` is set; `send` returns a request's status
-    and seconds."""
+    and seconds.
+
+    Each client has its own connection (`connect`), as separate processes do. One httpx pool shared by 32
+    clients was the bottleneck itself: 32 clients sending one query each to the embedded default got
+    183 answers/s with p99 923 ms (5.3x the mean) from one pool, and 375/s with p99 149 ms from 32
+    (2-core EPYC, issue #21); Infinity measured 133/s and 118/s.
+    """
     loop = ClosedLoop()
     sent = itertools.count()
 
@@ -157,13 +167,17 @@ async def closed_loop(concurrency: int, requests: int | None, deadline: float,
         return time.monotonic() < deadline and not (stop is not None and stop.is_set())
 
     async def client() -> None:
-        while (requests is None or next(sent) < requests) and going():
-            status, latency = await send()
-            if status == 200:
-                loop.latencies.append(latency)
-            else:
-                loop.failed += 1
-            on_answer()
+        async with connect() as connection:
+            while (requests is None or next(sent) < requests) and going():
+                await answer(connection)
+
+    async def answer(connection: httpx.AsyncClient) -> None:
+        status, latency = await send(connection)
+        if status == 200:
+            loop.latencies.append(latency)
+        else:
+            loop.failed += 1
+        on_answer()
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
     return loop
@@ -178,10 +192,10 @@ async def warm_up(url: str, workloads: Sequence[Workload], texts: TrafficTexts, 
     H200, W1's p99 was 2.5 s on a fresh sidecar and 0.4 s on the same sidecar a run later.
     """
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
-        traffic = _Traffic(client, texts, model)
+        traffic = _Traffic(texts, model)
         for workload in workloads:
             clients = min(workload.concurrency, max_clients) if max_clients else workload.concurrency
-            await asyncio.gather(*(traffic.send(workload.documents) for _ in range(clients)))
+            await asyncio.gather(*(traffic.send(client, workload.documents) for _ in range(clients)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,30 +241,29 @@ async def run_embed_workload(target: EmbedTarget, workload: EmbedWorkload, texts
     source = texts.queries if workload.queries else texts.passages
     numbers = itertools.count()
     name = label or workload.name
-    limits = httpx.Limits(max_connections=workload.concurrency + 2)
-    async with httpx.AsyncClient(base_url=target.url, timeout=max_seconds + 60, limits=limits) as client:
 
-        async def send() -> tuple[int, float]:
-            number = next(numbers)
-            batch = [source[number % len(source)]] if workload.texts == 1 else passage_run(source, number, workload.texts)
-            payload: dict[str, object] = {"input": batch, "encoding_format": "float"}
-            if target.model is not None:
-                payload["model"] = target.model
-            started = time.perf_counter()
-            response = await client.post(target.route, json=payload)
-            latency = time.perf_counter() - started
-            if response.status_code == 503:
-                await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
-            if response.status_code == 200 and len(response.json()["data"]) != len(batch):
-                return 0, latency  # a 200 without every vector is no answer
-            return response.status_code, latency
-
-        task = progress.add_task(f"{target.system} {name}", total=workload.requests)
+    async def send(client: httpx.AsyncClient) -> tuple[int, float]:
+        number = next(numbers)
+        batch = [source[number % len(source)]] if workload.texts == 1 else passage_run(source, number, workload.texts)
+        payload: dict[str, object] = {"input": batch, "encoding_format": "float"}
+        if target.model is not None:
+            payload["model"] = target.model
         started = time.perf_counter()
-        loop = await closed_loop(workload.concurrency, workload.requests, time.monotonic() + max_seconds, send,
-                                 lambda: progress.advance(task), stop)
-        seconds = time.perf_counter() - started
-        progress.remove_task(task)
+        response = await client.post(target.route, json=payload)
+        latency = time.perf_counter() - started
+        if response.status_code == 503:
+            await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+        if response.status_code == 200 and len(response.json()["data"]) != len(batch):
+            return 0, latency  # a 200 without every vector is no answer
+        return response.status_code, latency
+
+    task = progress.add_task(f"{target.system} {name}", total=workload.requests)
+    started = time.perf_counter()
+    loop = await closed_loop(workload.concurrency, workload.requests, time.monotonic() + max_seconds,
+                             connection(target.url, max_seconds), send,
+                             lambda: progress.advance(task), stop)
+    seconds = time.perf_counter() - started
+    progress.remove_task(task)
     embedded = len(loop.latencies) * workload.texts
     p50, p95, p99 = loop.percentiles_ms()
     return EmbedLoadResult(
