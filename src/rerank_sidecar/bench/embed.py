@@ -16,6 +16,8 @@ import argparse
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from .support.results import (
     INFINITY,
     SIDECAR_DEFAULT,
     SIDECAR_FP32,
+    CoresUsed,
     EmbedLoadResult,
     EmbedReport,
     LoadResult,
@@ -36,7 +39,13 @@ from .support.results import (
     RssSample,
     SoakResult,
 )
-from .support.servers import INFINITY_MODEL_NAME, BenchServer, bench_server, infinity_server, memory_mib
+from .support.servers import (
+    INFINITY_MODEL_NAME,
+    BenchServer,
+    bench_server,
+    infinity_server,
+    memory_mib,
+)
 from .support.stand_ins import (
     MINILM_STAND_IN,
     TWO_MODELS,
@@ -79,8 +88,8 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--infinity-python", help="python of a venv with infinity-emb[torch,server]==0.0.78 "
                                                   "(scripts/bench.sh makes .venv-infinity); absent: Infinity is skipped")
     parser.add_argument("--e1-requests", type=int, default=24, help="E1 requests of 64 passages (default 24)")
-    parser.add_argument("--e2-requests", type=int, default=640, help="E2 one-query requests (default 640)")
-    parser.add_argument("--w1-requests", type=int, default=8, help="W1 rerank requests of 100 passages (default 8)")
+    parser.add_argument("--e2-requests", type=int, default=4000, help="E2 one-query requests (default 4000)")
+    parser.add_argument("--w1-requests", type=int, default=24, help="W1 rerank requests of 100 passages (default 24)")
     parser.add_argument("--encode-texts", type=int, default=1024,
                         help="passages the in-process encode embeds (default 1024)")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="stop sending after this long per workload")
@@ -114,8 +123,8 @@ def run_embed(args: argparse.Namespace) -> EmbedReport:
         with bench_server(default) as server:
             target = EmbedTarget(SIDECAR_DEFAULT, server.url, SIDECAR_ROUTE)
             report.results += _embed_workloads(target, (e1, e2), texts, args.max_seconds, progress)
-            report.rerank_alone, report.rerank_mixed, mixed = _mixed(server.url, target, w1, e2, texts,
-                                                                     args.max_seconds, progress)
+            (report.rerank_alone, report.rerank_mixed, mixed), report.cores = _mixed(
+                server, target, w1, e2, texts, args.max_seconds, progress)
             report.results.append(mixed)
             if args.soak_s > 0:
                 report.soak = asyncio.run(_soak(server, target, w1, e2, texts, args.soak_s, progress))
@@ -155,24 +164,42 @@ def _embed_workloads(target: EmbedTarget, workloads: tuple[EmbedWorkload, ...], 
     return results
 
 
-def _mixed(url: str, target: EmbedTarget, w1: Workload, e2: EmbedWorkload, texts: TrafficTexts, max_seconds: float,
-           progress) -> tuple[LoadResult, LoadResult, EmbedLoadResult]:
-    """W1 reranking alone, then W1 again with E2's clients embedding for as long as it runs."""
-    asyncio.run(warm_up(url, [w1], texts))
-    alone = asyncio.run(run_workload(url, w1, texts, max_seconds, progress, "rerank alone"))
+def _mixed(server: BenchServer, target: EmbedTarget, w1: Workload, e2: EmbedWorkload, texts: TrafficTexts,
+           max_seconds: float, progress) -> tuple[tuple[LoadResult, LoadResult, EmbedLoadResult], list[CoresUsed]]:
+    """W1 reranking alone, then W1 again with E2's clients embedding for as long as it runs; and the cores the
+    sidecar and this process (every client) used meanwhile."""
+    asyncio.run(warm_up(server.url, [w1], texts))
+    with cores_used(server.pid, "rerank alone") as alone_cores:
+        alone = asyncio.run(run_workload(server.url, w1, texts, max_seconds, progress, "rerank alone"))
 
     async def together() -> tuple[LoadResult, EmbedLoadResult]:
         done = asyncio.Event()
         embedding = asyncio.ensure_future(run_embed_workload(target, replace(e2, requests=None), texts, max_seconds,
                                                              progress, done, label="E2 mixed"))
         try:
-            rerank = await run_workload(url, w1, texts, max_seconds, progress, "rerank beside E2")
+            rerank = await run_workload(server.url, w1, texts, max_seconds, progress, "rerank beside E2")
         finally:
             done.set()
         return rerank, await embedding
 
-    mixed_rerank, mixed_embed = asyncio.run(together())
-    return alone, mixed_rerank, mixed_embed
+    with cores_used(server.pid, "rerank beside E2") as mixed_cores:
+        mixed_rerank, mixed_embed = asyncio.run(together())
+    return (alone, mixed_rerank, mixed_embed), [alone_cores[0], mixed_cores[0]]
+
+
+@contextmanager
+def cores_used(pid: int, workload: str) -> Iterator[list[CoresUsed]]:
+    """Yields a list that holds, once the block ends, the cores the sidecar `pid` and this process used in it."""
+    import psutil
+
+    processes = [psutil.Process(pid), psutil.Process()]
+    before = [sum(process.cpu_times()[:2]) for process in processes]
+    started = time.perf_counter()
+    used: list[CoresUsed] = []
+    yield used
+    wall = time.perf_counter() - started
+    sidecar, generator = (sum(process.cpu_times()[:2]) - cpu for process, cpu in zip(processes, before, strict=True))
+    used.append(CoresUsed(workload=workload, sidecar=round(sidecar / wall, 2), load_generator=round(generator / wall, 2)))
 
 
 async def _soak(server: BenchServer, target: EmbedTarget, w1: Workload, e2: EmbedWorkload, texts: TrafficTexts,
@@ -271,5 +298,8 @@ def print_embed(report: EmbedReport) -> None:
             table.add_row(SIDECAR_DEFAULT, r.configuration, str(r.concurrency), str(r.documents), str(r.requests),
                           str(r.rejected), f"{r.pairs_per_s:.1f} pairs", f"{r.p50_ms:.0f}", f"{r.p99_ms:.0f}")
     console.print(table)
+    for cores in report.cores:
+        console.print(f"cores used while {cores.workload}: sidecar {cores.sidecar:.2f}, "
+                      f"load generator {cores.load_generator:.2f}")
     for line in report.comparisons():
         console.print(line)

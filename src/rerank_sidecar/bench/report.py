@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
+from .support.output import ms_cell
 from .support.results import (
     BackendsReport,
     EmbedReport,
@@ -19,7 +20,6 @@ from .support.results import (
     QualityReport,
     Qwen3Report,
 )
-from .support.output import ms_cell
 from .support.stand_ins import QWEN3_STAND_IN
 
 # File names `scripts/bench.sh` writes into the results directory.
@@ -44,9 +44,9 @@ SWEEP_PLOT = "sweep.png"
 
 
 def _machine() -> str:
-    from ..models.device import available_cores
-
     import psutil
+
+    from ..models.device import available_cores
 
     memory = psutil.virtual_memory().total / 2**30
     cpu = platform.processor() or platform.machine()
@@ -171,6 +171,9 @@ def _embed(report: EmbedReport) -> list[str]:
         lines += _table(["reranking", "clients", "docs/req", "ok", "pairs/s", "p50 ms", "p99 ms"],
                         [[r.configuration, str(r.concurrency), str(r.documents), str(r.requests),
                           f"{r.pairs_per_s:.1f}", f"{r.p50_ms:.0f}", f"{r.p99_ms:.0f}"] for r in reranks])
+    if report.cores:
+        lines += _table(["while", "sidecar cores", "load generator cores"],
+                        [[c.workload, f"{c.sidecar:.2f}", f"{c.load_generator:.2f}"] for c in report.cores])
     if report.memory:
         lines += _table(["memory (reranker stand-in + embedding model)", "processes", "RSS MiB"],
                         [[row.layout, str(row.processes), f"{row.rss_mib:.0f}"] for row in report.memory])

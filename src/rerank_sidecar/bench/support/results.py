@@ -265,6 +265,14 @@ class SoakResult(BaseModel):
         return max(settled) / min(settled) if settled else float("nan")
 
 
+class CoresUsed(BaseModel):
+    """CPU the processes of one workload used, in cores (CPU seconds over wall seconds)."""
+
+    workload: str = Field(description="What ran: reranking alone, or beside E2.")
+    sidecar: float = Field(description="The sidecar process, every thread.")
+    load_generator: float = Field(description="The benchmark's own process: the clients of every workload.")
+
+
 class EmbedReport(BaseModel):
     """What one `bench embed` run measured."""
 
@@ -273,6 +281,8 @@ class EmbedReport(BaseModel):
     results: list[EmbedLoadResult] = Field(description="One row per system and workload.")
     rerank_alone: LoadResult | None = Field(None, description="W1 reranking on the default sidecar alone.")
     rerank_mixed: LoadResult | None = Field(None, description="W1 reranking on the same sidecar beside E2.")
+    cores: list[CoresUsed] = Field(default_factory=list, description="CPU of the sidecar and of the clients while "
+                                   "reranking ran alone and beside E2: where the cores went.")
     memory: list[ModelsMemoryRow] = Field(default_factory=list, description="One sidecar serving the reranker stand-in "
                                           "and the embedding model, against two sidecars, one model each.")
     soak: SoakResult | None = Field(None, description="--soak-s: the mixed load held, RSS sampled.")
