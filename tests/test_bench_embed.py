@@ -38,6 +38,8 @@ def test_embed_runs_every_system_and_workload_and_report_renders(tmp_path, trec_
     mixed = rows[(SIDECAR_DEFAULT, "E2 mixed")]
     assert mixed.requests > 0 and mixed.failed == 0  # E2 ran while W1 reranked
     assert report.rerank_alone.pairs == report.rerank_mixed.pairs == 100
+    assert [cores.workload for cores in report.cores] == ["rerank alone", "rerank beside E2"]
+    assert all(cores.sidecar > 0 and cores.load_generator > 0 for cores in report.cores)
     assert rows[(IN_PROCESS_ENCODE, "encode")].texts == 16
     soak = report.soak
     assert soak.not_200 == 0 and soak.responses > 0 and soak.seconds < 15 and len(soak.samples) >= 5
@@ -47,6 +49,7 @@ def test_embed_runs_every_system_and_workload_and_report_renders(tmp_path, trec_
     assert main(["bench", "report", "--results", str(results), "--out", str(tmp_path / "BENCHMARKS.md")]) == 0
     rendered = (tmp_path / "BENCHMARKS.md").read_text()
     assert "## Embeddings" in rendered and "W1 reranking beside E2 / alone" in rendered
+    assert "| rerank beside E2 |" in rendered  # the cores each process used
     assert "not run: Infinity" in rendered
 
 
