@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rerank_sidecar.config import ModelSpec, Settings
 from rerank_sidecar.engine import engine as engine_module
+from rerank_sidecar.engine.engine import INLINE_TOKENIZE_CHARS
 from rerank_sidecar.engine.engine import RerankJob
 from rerank_sidecar.engine.pool import ModelPool
 from rerank_sidecar.launcher import ExitCode
@@ -192,7 +193,9 @@ def test_budget_evicts_the_least_recently_used_idle_model_never_a_busy_one(
             return encode(*args)
 
         monkeypatch.setattr(qwen.scorer, "encode", held)
-        busy = asyncio.create_task(qwen.rerank(job))
+        # Long enough to be tokenized in a thread (a short request is tokenized on the event loop).
+        repeat = INLINE_TOKENIZE_CHARS // sum(map(len, DOCUMENTS)) + 1
+        busy = asyncio.create_task(qwen.rerank(RerankJob(QUERY, [document * repeat for document in DOCUMENTS])))
         await asyncio.to_thread(entered.wait, 30)
         await third.rerank(job)  # used: now qwen is least recent
         await ce.rerank(job)  # needs room: qwen is busy, so third goes
