@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Every GPU figure from one run, on a machine with a CUDA GPU, in about 8 minutes:
+# Every GPU figure from one run, on a machine with a CUDA GPU, in about 10 minutes:
 #   1. the parity tests (pytest -m parity: backend scores against sentence-transformers and the Qwen3 model card's
 #      recipe, prefix reuse against full prompts) on CUDA, in float32 and then in float16;
 #   2. the MiniLM-L6 shape, W1 and W2 through the sidecar, against its in-process ceiling;
 #   3. the Qwen3-Reranker-0.6B shape in float16 (RERANK_DTYPE=auto on a GPU), prefix reuse on and off;
-#   4. embeddings throughput: not a feature yet (issue #21), so the run says so and measures nothing.
+#   4. embeddings (`bench embed`, without Infinity): the embedded default through the sidecar on the device (its
+#      default settings; "fp32" is RERANK_QUANTIZE=none, which on a GPU still runs RERANK_DTYPE=auto, float16),
+#      E1, E2 and E2 beside W1 reranking, against sentence-transformers `encode` in-process.
 # It writes docs/bench/gpu-<device>.md, and its JSON results, test reports and logs under --out.
 # Nothing is downloaded: the benchmark models are built offline in published shapes (random weights), and the
 # only install is scripts/install.sh's .venv (skipped with --python).
@@ -125,7 +127,12 @@ step qwen3-load 170 "${bench[@]}" load --model "$qwen3_model" --backend torch --
     --workloads W1,W2 "${qwen3_sizes[@]}" "${cache[@]}" --json "$out/qwen3-load.json"
 
 # 4. Embeddings.
-echo "gpu-check.sh: embeddings throughput: not measured, embeddings are not a feature yet (issue #21)"
+if $dry_run; then
+    embed_sizes=(--e1-requests 2 --e2-requests 32 --w1-requests 2 --encode-texts 16 --max-seconds 20)
+else
+    embed_sizes=(--max-seconds 60)
+fi
+step embed 240 "${bench[@]}" embed --no-memory "${embed_sizes[@]}" "${cache[@]}" --json "$out/embed.json"
 
 # The report.
 mkdir -p "$(dirname "$markdown")"
@@ -138,7 +145,8 @@ from pathlib import Path
 
 from rerank_sidecar.bench.load import LoadReport
 # bench report's own section writers, so that the GPU tables read like BENCHMARKS.md's.
-from rerank_sidecar.bench.report import _load as load_section, _machine, _versions
+from rerank_sidecar.bench.report import _embed as embed_section, _load as load_section, _machine, _versions
+from rerank_sidecar.bench.support.results import EmbedReport
 
 results, markdown, device_name, dry_run, seconds = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4] == "true", sys.argv[5]
 
@@ -174,6 +182,14 @@ def load(step: str, title: str) -> list[str]:
     return load_section(LoadReport.model_validate_json(path.read_text()), title)
 
 
+def embeddings() -> list[str]:
+    failed = outcome("embed")
+    path = results / "embed.json"
+    if failed or not path.is_file():
+        return ["## Embeddings throughput", "", failed or "no results", ""]
+    return embed_section(EmbedReport.model_validate_json(path.read_text()))
+
+
 if dry_run:
     head = ["# GPU check: CPU dry run", "",
             "`scripts/gpu-check.sh --cpu-dry-run`: every step of the GPU check on the CPU at tiny sizes, with a tiny "
@@ -194,9 +210,7 @@ body = ["## Parity tests", "",
         *parity("float32"), *parity("float16"),
         *load("minilm-load", "MiniLM-L6 shape through the sidecar, W1 and W2, against the in-process ceiling"),
         *load("qwen3-load", "Qwen3-Reranker-0.6B shape (float16 on a GPU), prefix reuse on and off"),
-        "## Embeddings throughput", "",
-        "Not measured: embeddings are not a feature yet (issue #21). This section gets its figures once they exist.",
-        "", "## Reproduce", "", "```sh", "scripts/gpu-check.sh" + (" --cpu-dry-run" if dry_run else ""), "```", ""]
+        *embeddings(), "## Reproduce", "", "```sh", "scripts/gpu-check.sh" + (" --cpu-dry-run" if dry_run else ""), "```", ""]
 markdown.write_text("\n".join(head + body))
 print(f"gpu-check.sh: wrote {markdown}")
 PY

@@ -35,11 +35,12 @@ def test_cpu_dry_run_reports_every_section(tmp_path: Path, trec_dir: Path) -> No
     assert "| batched | W1 |" in minilm and "| batched | W2 |" in minilm
     assert "W1: batched / in-process ceiling" in minilm and "W2: batched / in-process ceiling" in minilm
 
-    qwen3 = report[report.index("## Qwen3-Reranker-0.6B shape") : report.index("## Embeddings throughput")]
+    qwen3 = report[report.index("## Qwen3-Reranker-0.6B shape") : report.index("## Embeddings")]
     for reuse in ("on", "off"):
         assert f"| batched reuse-{reuse} | W1 |" in qwen3 and f"| batched reuse-{reuse} | W2 |" in qwen3
     assert "W2: throughput batched reuse-on / reuse-off" in qwen3
 
-    embeddings = report[report.index("## Embeddings throughput") :]
-    assert "not a feature yet (issue #21)" in embeddings and "pairs/s" not in embeddings
+    embeddings = report[report.index("## Embeddings") :]
+    assert "| sidecar default | E1 |" in embeddings and "| sidecar default | E2 |" in embeddings
+    assert "| rerank beside E2 |" in embeddings and "not run: Infinity" in embeddings
     assert sorted((REPO / "docs" / "bench").iterdir()) == docs_bench, "a dry run writes nothing under docs/bench/"
