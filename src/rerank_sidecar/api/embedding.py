@@ -3,7 +3,7 @@
 Each dialect (openai_compat.py: /v1/embeddings; compat.py: Cohere's /v2/embed; tei.py: /embed)
 only parses its body into an `EmbeddingRequest` and shapes the outcome; `embed` does what lies
 between, as scoring.py does for rerank: picks the engine, checks the limits, notes the request
-for its log line, resolves the prompt, awaits the job (cancelled if the client goes away), and
+for its log line, awaits the job (cancelled if the client goes away), and
 turns the engine's refusals of a field into 400s naming that field in the request's own terms.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from ..engine.engine import EmbedJob, EmbedOutcome, Engine, TruncationSide
+from ..engine.engine import EmbedJob, EmbedOutcome, TruncationSide
 from ..engine.errors import DimensionsTooLarge, TextTooLong, UnknownPrompt
 from .dispatch import pick_engine, until_disconnect
 from .errors import ApiError
@@ -60,11 +60,11 @@ async def embed(request: Request, embedding: EmbeddingRequest) -> EmbedOutcome:
     settings = engine.settings
     check_embed_inputs(settings, embedding.texts, embedding.texts_field)
     note_texts(request, embedding.texts, settings)
-    prompt_name, prompt = await _prompt(engine, embedding)
     job = EmbedJob(
         texts=embedding.texts,
-        prompt_name=prompt_name,
-        prompt=prompt,
+        prompt_name=embedding.prompt_name,
+        prompt=embedding.prompt,
+        prompt_if_known=embedding.prompt_if_known,
         truncate=settings.auto_truncate if embedding.truncate is None else embedding.truncate,
         truncation_side=embedding.truncation_side,
         dimensions=embedding.dimensions,
@@ -87,14 +87,3 @@ async def embed(request: Request, embedding: EmbeddingRequest) -> EmbedOutcome:
     note_model(request, outcome.info.model, outcome.info.revision)
     return outcome
 
-
-async def _prompt(engine: Engine, embedding: EmbeddingRequest) -> tuple[str | None, str | None]:
-    """The job's prompt_name and prompt; an input type names a prompt only the model's prompts may hold."""
-    if not embedding.prompt_if_known or embedding.prompt_name is None or embedding.prompt is not None:
-        return embedding.prompt_name, embedding.prompt
-    if engine.tasks is not None and "embed" not in engine.tasks:
-        return None, None  # Engine.embed refuses the model before loading it (CannotEmbed)
-    info = (await engine.ensure_loaded()).info.embedding
-    if info is not None and embedding.prompt_name in info.prompts:
-        return embedding.prompt_name, None
-    return None, ""

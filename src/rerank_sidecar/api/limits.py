@@ -44,13 +44,19 @@ def check_limits(
             f"{field}: {len(documents)} documents exceeds the limit of {settings.max_documents} (RERANK_MAX_DOCUMENTS)",
         )
     for index, document in enumerate(documents):
-        if len(document) > settings.max_document_chars:
-            raise ApiError(
-                422, "validation_error",
-                f"{field}.{index}: {len(document)} characters exceeds the limit of "
-                f"{settings.max_document_chars} (RERANK_MAX_DOCUMENT_CHARS)",
-            )
-        check_unicode(f"{field}.{index}", document)
+        check_document(settings, f"{field}.{index}", document)
+
+
+def check_document(settings: Settings, field: str, text: str) -> None:
+    """422 for a document or text over RERANK_MAX_DOCUMENT_CHARS, or holding text that is not Unicode."""
+    if len(text) > settings.max_document_chars:
+        raise ApiError(
+            422, "validation_error",
+            f"{field}: {len(text)} characters exceeds the limit of {settings.max_document_chars} "
+            "(RERANK_MAX_DOCUMENT_CHARS)",
+            param=field,
+        )
+    check_unicode(field, text)
 
 
 def check_embed_inputs(settings: Settings, texts: Sequence[str], field: str) -> None:
@@ -68,14 +74,7 @@ def check_embed_inputs(settings: Settings, texts: Sequence[str], field: str) -> 
             raise ApiError(
                 400, "empty", f"{field}.{index}: an empty string has nothing to embed", param=f"{field}.{index}"
             )
-        if len(text) > settings.max_document_chars:
-            raise ApiError(
-                422, "validation_error",
-                f"{field}.{index}: {len(text)} characters exceeds the limit of {settings.max_document_chars} "
-                "(RERANK_MAX_DOCUMENT_CHARS)",
-                param=f"{field}.{index}",
-            )
-        check_unicode(f"{field}.{index}", text)
+        check_document(settings, f"{field}.{index}", text)
 
 
 def check_unicode(field: str, text: str) -> None:

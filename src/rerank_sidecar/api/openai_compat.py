@@ -23,6 +23,7 @@ router = APIRouter(tags=["OpenAI compatible"])
 # The native examples fit OpenAI's shape: its `param` and `code` are null there, and OpenAPI leaves nulls out.
 _RESPONSES = {status: {**response, "model": OpenAIErrorResponse} for status, response in ERROR_RESPONSES.items()}
 
+
 @router.post(
     "/v1/embeddings",
     response_model=OpenAIEmbeddingResponse,

@@ -98,6 +98,8 @@ class EmbedJob:
     """A name of the model's prompts (query, document); None: its default prompt, or none."""
     prompt: str | None = None
     """A literal prompt put before each text; wins over `prompt_name`."""
+    prompt_if_known: bool = False
+    """A `prompt_name` the model lacks means no prompt (an input type such as query), not UnknownPrompt."""
     truncate: bool = True
     """Cut a text longer than the model's window; False: TextTooLong instead."""
     truncation_side: TruncationSide = "right"
@@ -317,6 +319,8 @@ class Engine:
         if name is None:
             return ""
         if name not in embedding.prompts:
+            if job.prompt_if_known and job.prompt_name is not None:
+                return ""
             raise UnknownPrompt(name, list(embedding.prompts))
         return embedding.prompts[name]
 
