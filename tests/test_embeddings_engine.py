@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import numpy as np
 import pytest
@@ -195,3 +195,42 @@ def test_a_one_text_request_is_answered_during_a_thousand_text_one(
     # the next round beside the big request's share (at most one more budget), not after 1,000 texts.
     assert answered - arrived <= 64 + 64 + 1, (arrived, answered, total)
     assert total - answered >= 800, (arrived, answered, total)
+
+
+@pytest.mark.parametrize("embed_share", [0.05, 1.0])
+def test_embedding_texts_take_at_most_their_share_of_a_round_while_reranking_waits(
+    recording: RecordingEmbedder, passages: list[str], scorer: BiEncoderScorer, embed_share: float
+) -> None:
+    budget = BatchBudget(max_tokens=2048, max_pairs=64, embed_share=embed_share)
+    batcher = MicroBatcher(recording, budget, Metrics().for_model("t"), SharedCompute(5000))
+    pairs = [document.windows[0] for document in scorer.encode("how do vaccines work", passages[:25], None, "truncate", 1)]
+    queries = [texts_for(scorer, [f"query number {n} about vaccines"]) for n in range(60)]
+    finished: list[str] = []
+
+    async def run() -> None:
+        recording.gate.clear()  # hold the worker so every request is queued before the first round forms
+        filler = asyncio.ensure_future(batcher.embed(texts_for(scorer, ["filler"])))
+        await until(lambda: recording.handed_over == 1)
+
+        async def request(name: str, call: Awaitable[np.ndarray]) -> None:
+            await call
+            finished.append(name)
+
+        rerank = asyncio.ensure_future(request("rerank", batcher.score(pairs)))
+        embeds = [asyncio.ensure_future(request("embed", batcher.embed(query))) for query in queries]
+        await until(lambda: batcher.queued_pairs == len(pairs) + len(queries))
+        recording.gate.set()
+        await asyncio.gather(filler, rerank, *embeds)
+
+    try:
+        asyncio.run(run())
+    finally:
+        batcher.stop()
+    if embed_share < 1:
+        # Each round holds the one-query requests that fit 5% of 2048 tokens (14 of 7 tokens) beside the rerank
+        # pairs, which take two rounds: the rerank request is answered while half the queries still wait.
+        per_round = budget.max_embed_tokens // queries[0][0].cost
+        assert finished.index("rerank") <= 2 * per_round < len(queries) // 2 + 1, finished
+    else:
+        # Unbounded, every one-query request (fewest left) goes into the first round, ahead of the rerank pairs.
+        assert finished[-1] == "rerank", finished

@@ -516,14 +516,16 @@ def test_budget_follows_the_scorer_unless_set(scorer: Scorer) -> None:
     on_cpu = dataclasses.replace(scorer.info, backend="onnx", device="cpu")
     on_torch = dataclasses.replace(on_cpu, backend="torch")
     on_gpu = dataclasses.replace(on_cpu, backend="torch", device="cuda:0")
-    assert BatchBudget.for_scorer(Settings(), on_cpu) == BatchBudget(2048, 64, 16)
-    assert BatchBudget.for_scorer(Settings(), on_torch) == BatchBudget(2048, 64, 64)
-    assert BatchBudget.for_scorer(Settings(), on_gpu) == BatchBudget(16384, 64, 4096)
-    explicit = Settings(max_batch_tokens=3000, max_batch_pairs=8)
-    assert BatchBudget.for_scorer(explicit, on_cpu) == BatchBudget(3000, 8, 16)
-    assert BatchBudget.for_scorer(explicit, on_gpu) == BatchBudget(3000, 8, 4096)
+    share = Settings().embed_share
+    assert BatchBudget.for_scorer(Settings(), on_cpu) == BatchBudget(2048, 64, 16, share)
+    assert BatchBudget.for_scorer(Settings(), on_torch) == BatchBudget(2048, 64, 64, share)
+    assert BatchBudget.for_scorer(Settings(), on_gpu) == BatchBudget(16384, 64, 4096, share)
+    explicit = Settings(max_batch_tokens=3000, max_batch_pairs=8, embed_share=0.5)
+    assert BatchBudget.for_scorer(explicit, on_cpu) == BatchBudget(3000, 8, 16, 0.5)
+    assert BatchBudget.for_scorer(explicit, on_gpu) == BatchBudget(3000, 8, 4096, 0.5)
+    assert BatchBudget.for_scorer(explicit, on_cpu).max_embed_tokens == 1500
     # The model loaded here, on whatever device this machine gave it, gets its device's defaults.
     loaded = scorer.info
     device = "cpu" if loaded.device == "cpu" else "gpu"
     overhead = PASS_OVERHEAD_TOKENS[loaded.backend if device == "cpu" else "gpu"]
-    assert BatchBudget.for_scorer(Settings(), loaded) == BatchBudget(DEFAULT_BATCH_TOKENS[device], 64, overhead)
+    assert BatchBudget.for_scorer(Settings(), loaded) == BatchBudget(DEFAULT_BATCH_TOKENS[device], 64, overhead, share)

@@ -161,7 +161,8 @@ def _embed(report: EmbedReport) -> list[str]:
              "DL20 texts. E1: 4 clients sending 64 passages a request; E2: 32 clients sending one query a request; "
              "E2 mixed: E2 beside W1 reranking (4 clients x 100 passages) on the same sidecar. The sidecar on "
              "`/v1/embeddings`, Infinity 0.0.78 (torch, CPU) on `/embeddings`, sentence-transformers `encode` "
-             "(batch 64) in-process.", ""]
+             "(batch 64) in-process. Each client holds its own connection, and the load generator's garbage "
+             "collector is off while a counted run is timed (bench/support/traffic.py, `collector_paused`).", ""]
     lines += _table(["system", "workload", "clients", "texts/req", "ok", "failed", "texts/s", "p50 ms", "p99 ms"],
                     [[r.system, r.workload, str(r.concurrency), str(r.texts_per_request), str(r.requests),
                       str(r.failed), f"{r.texts_per_s:.1f}", ms_cell(r.p50_ms), ms_cell(r.p99_ms)]

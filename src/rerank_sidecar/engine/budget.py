@@ -32,13 +32,21 @@ class BatchBudget:
     """Pairs one batch may hold."""
     pass_overhead_tokens: int = PASS_OVERHEAD_TOKENS["onnx"]
     """What one more forward pass costs beyond its padded tokens, in tokens."""
+    embed_share: float = 1.0
+    """Most of a round's `max_tokens` that embedding texts take while rerank pairs wait (RERANK_EMBED_SHARE)."""
 
     @classmethod
     def for_scorer(cls, settings: Settings, scorer: ScorerInfo) -> BatchBudget:
         """The budget of `settings` for this scorer: RERANK_MAX_BATCH_TOKENS=0 resolved for its device."""
         on_cpu = scorer.device == "cpu"
         return cls(settings.max_batch_tokens or DEFAULT_BATCH_TOKENS["cpu" if on_cpu else "gpu"],
-                   settings.max_batch_pairs, PASS_OVERHEAD_TOKENS[scorer.backend if on_cpu else "gpu"])
+                   settings.max_batch_pairs, PASS_OVERHEAD_TOKENS[scorer.backend if on_cpu else "gpu"],
+                   settings.embed_share)
+
+    @property
+    def max_embed_tokens(self) -> int:
+        """Padded tokens of embedding texts a round holds while rerank pairs wait."""
+        return int(self.max_tokens * self.embed_share)
 
     def admits(self, size: int, longest: int, cost: int) -> bool:
         """Whether a batch of `size` pairs whose longest has `longest` tokens can take a pair of `cost` tokens."""
