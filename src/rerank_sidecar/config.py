@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     max_batch_pairs: int = Field(64, ge=1, description="Most pairs in one forward pass.")
     embed_share: float = Field(
         0.05, gt=0, le=1, description="Most of a round's token budget that embedding texts take while rerank pairs "
-        "wait (batched scheduler; at least one text a round); 1 = no bound, fewest-left first alone."
+        "for the same model wait (batched scheduler; at least one text a round); 1 = no bound, fewest-left first alone."
     )
     max_queued_pairs: int = Field(20000, ge=1, description="Queue bound; past it requests get 503 + Retry-After.")
     request_timeout_s: float = Field(120.0, gt=0, description="Deadline after which a request's pending pairs are dropped.")

@@ -177,8 +177,9 @@ class MicroBatcher(Scheduler):
         While rerank pairs wait, embedding texts beyond the oldest request's share take at most
         `max_embed_tokens` of the round (at least one text): one-text embedding requests, always fewest
         left, would otherwise fill every round first. 32 clients embedding one query each beside W1
-        reranking (embedded default, 2-core EPYC, issue #21) left reranking 0.63x of its pairs/s alone
-        with no bound, 0.71x with a tenth of the budget and 0.92x with a twentieth (the default).
+        reranking (embedded default, 2-core EPYC, issue #21) left reranking 0.63-0.65x of its pairs/s
+        alone with no bound, 0.71-0.75x with a tenth of the budget and 0.92-1.00x with a twentieth (the
+        default); the embedding clients then got 55-64 texts/s (p50 0.50-0.58 s) instead of 178-197.
         """
         slots: list[_Slot] = []
         costs: list[int] = []  # the round's, shortest first
