@@ -198,12 +198,13 @@ class MicroBatcher(Scheduler):
                 work = self._budget.padded_work(with_next[::-1]) + prefix_work + prefix_pass
                 if slots and (len(slots) >= max_pairs or work > max_tokens):
                     return "round full"
-                embed_next = embed_costs.copy()
                 if embedding:
+                    embed_next = embed_costs.copy()
                     bisect.insort(embed_next, request.next_cost)
                     if embed_costs and self._budget.padded_work(embed_next[::-1]) > max_embed_tokens:
                         return "embedding share full"
-                costs[:], embed_costs[:] = with_next, embed_next
+                    embed_costs[:] = embed_next
+                costs[:] = with_next
                 slots.append(request.take())
                 prefix_work, prefix_pass = prefix_work + prefix_pass, 0
                 charged.add(request)
