@@ -25,8 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rerank_sidecar.config import ModelSpec, Settings
 from rerank_sidecar.engine import engine as engine_module
-from rerank_sidecar.engine.engine import INLINE_TOKENIZE_CHARS
-from rerank_sidecar.engine.engine import RerankJob
+from rerank_sidecar.engine.engine import INLINE_TOKENIZE_CHARS, RerankJob
 from rerank_sidecar.engine.pool import ModelPool
 from rerank_sidecar.launcher import ExitCode
 from rerank_sidecar.metrics import Metrics

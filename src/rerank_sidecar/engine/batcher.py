@@ -181,6 +181,7 @@ class MicroBatcher(Scheduler):
         alone with no bound, 0.71-0.75x with a tenth of the budget and 0.92-1.00x with a twentieth (the
         default); the embedding clients then got 55-64 texts/s (p50 0.50-0.58 s) instead of 178-197.
         """
+        budget = self._budget
         slots: list[_Slot] = []
         costs: list[int] = []  # the round's, shortest first
         embed_costs: list[int] = []  # the round's embedding texts', shortest first
@@ -195,13 +196,13 @@ class MicroBatcher(Scheduler):
             while request.unscheduled:
                 with_next = costs.copy()
                 bisect.insort(with_next, request.next_cost)
-                work = self._budget.padded_work(with_next[::-1]) + prefix_work + prefix_pass
+                work = budget.padded_work(with_next[::-1]) + prefix_work + prefix_pass
                 if slots and (len(slots) >= max_pairs or work > max_tokens):
                     return "round full"
                 if embedding:
                     embed_next = embed_costs.copy()
                     bisect.insort(embed_next, request.next_cost)
-                    if embed_costs and self._budget.padded_work(embed_next[::-1]) > max_embed_tokens:
+                    if embed_costs and budget.padded_work(embed_next[::-1]) > max_embed_tokens:
                         return "embedding share full"
                     embed_costs[:] = embed_next
                 costs[:] = with_next
@@ -211,7 +212,6 @@ class MicroBatcher(Scheduler):
             return "all taken"
 
         waiting = len(self._requests)
-        budget = self._budget
         take_from(self._requests[0], budget.max_tokens // waiting, max(1, budget.max_pairs // waiting), budget.max_tokens)
         reranking = any(request.task == "rerank" for request in self._requests)
         max_embed_tokens = budget.max_embed_tokens if reranking else budget.max_tokens
