@@ -7,8 +7,10 @@ the machine's noise makes (docs/bench/embed-issue21.md, "E2's p99: a model of th
   the sidecar parses it and later writes the answer on another.
 - The batcher takes every waiting query into one round as soon as the last round ends; a round of
   n queries costs `pass_ms + text_ms * n`.
-- Costs were measured on the 2-core EPYC (issue #21): a pass of short queries costs about 3 ms
-  plus 1.6 ms a query under E2's load, and the event loops' per-request costs are about 0.3-0.7 ms.
+- Costs come from the 2-core EPYC (issue #21). On an idle machine a pass of short queries took 2-3 ms
+  plus about 0.7 ms a query. Under E2's load the model used 0.7 cores at about 450 queries/s, about 1.6 ms
+  of CPU a query. Per request, the sidecar's event loop used about 0.65 ms and the load generator's
+  about 1.3 ms (0.6 cores), split here between each loop's two steps.
 - `jitter` stretches or shrinks every cost at random by up to that fraction: how unevenly the
   2 cores, shared by the model's threads, the sidecar's event loop and the load generator, run each step.
 

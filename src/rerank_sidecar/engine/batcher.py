@@ -188,21 +188,24 @@ class MicroBatcher(Scheduler):
         prefix_work = 0  # tokens of the shared-prefix passes the round runs, charged as the planner charges them
         charged: set[_PendingRequest] = set()  # requests whose prefix pass is in `prefix_work`
 
+        def with_cost(sorted_costs: list[int], cost: int) -> tuple[list[int], int]:
+            """`sorted_costs` with `cost` added, and their padded work."""
+            added = sorted_costs.copy()
+            bisect.insort(added, cost)
+            return added, budget.padded_work(added[::-1])
+
         def take_from(request: _PendingRequest, max_tokens: int, max_pairs: int, max_embed_tokens: int) -> _Taken:
             """Takes the request's pairs while the round stays within these limits; says which one stopped it."""
             nonlocal prefix_work
             prefix_pass = 0 if request in charged else request.prefix_pass
             embedding = request.task == "embed"
             while request.unscheduled:
-                with_next = costs.copy()
-                bisect.insort(with_next, request.next_cost)
-                work = budget.padded_work(with_next[::-1]) + prefix_work + prefix_pass
-                if slots and (len(slots) >= max_pairs or work > max_tokens):
+                with_next, work = with_cost(costs, request.next_cost)
+                if slots and (len(slots) >= max_pairs or work + prefix_work + prefix_pass > max_tokens):
                     return "round full"
                 if embedding:
-                    embed_next = embed_costs.copy()
-                    bisect.insort(embed_next, request.next_cost)
-                    if embed_costs and budget.padded_work(embed_next[::-1]) > max_embed_tokens:
+                    embed_next, embed_work = with_cost(embed_costs, request.next_cost)
+                    if embed_costs and embed_work > max_embed_tokens:
                         return "embedding share full"
                     embed_costs[:] = embed_next
                 costs[:] = with_next
